@@ -1,0 +1,59 @@
+"""The `prunescape` command: one entry point, subcommands registered by the modules that own them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+# Each module exposes `register(subparsers)` and sets `func` on its parsers. Imports stay light:
+# handlers import torch / the web stack only when they run.
+_REGISTRARS: list[str] = [
+    "workers.engine.cli",  # measure, train, prune, quantise, scan
+    "backend.analysis.cli",  # analyse
+    "backend.cli.service",  # serve, migrate, worker, token
+]
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="prunescape",
+        description="See how compressing a CNN moves its learning-rate x weight-decay landscape.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in _REGISTRARS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a part not built yet must not break the others
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (CliError, ValueError, FileNotFoundError) as exc:
+        # Domain errors (DataError, SpecError, ...) subclass ValueError so they land here.
+        print(f"prunescape {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
