@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 _REGISTRARS: list[str] = [
     "workers.engine.cli",  # measure, train, prune, quantise, scan
     "backend.analysis.cli",  # analyse
-    "backend.cli.service",  # serve, migrate, worker, token
+    "backend.cli.admin",  # migrate, token
+    "backend.cli.service",  # serve, worker
 ]
 
 
