@@ -1,0 +1,426 @@
+"""The training recipe of the study (SPEC section 3) and the loop that runs it.
+
+Recipe: SGD with momentum and weight decay coupled into the gradient exactly as `torch.optim.SGD`
+does (g <- g + wd * w before momentum), He initialisation, a step schedule that multiplies the LR by
+`gamma` at `round(fraction * epochs)` for each milestone fraction. Every field is recorded.
+
+Loop: airbench / nanoGPT style, no framework. Batches come from `Data.train_batches`, which keeps
+the data on the device; one (CPU) `torch.Generator` seeded by `recipe.seed` drives shuffling and
+augmentation, and `torch.manual_seed(recipe.seed)` fixes the He init. Loss and correct counts accumulate in device tensors and are read once per epoch,
+so there is no host sync per step. Consequently divergence (a NaN/inf loss) is detected at epoch
+granularity: the epoch in which the loss blows up still runs to its end.
+
+Every epoch ends with an atomic checkpoint (model, optimizer, scheduler, generator and torch RNG
+states, metrics history, recipe). A `train()` call that finds the checkpoint resumes from it, and on
+CPU finishes with bit-for-bit the same weights and metrics as an uninterrupted run. On CUDA,
+cudnn.benchmark picks kernels by timing, so resumed and repeated runs agree only approximately.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.engine.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from workers.engine.errors import EngineError
+from workers.engine.models import init_kaiming
+
+if TYPE_CHECKING:
+    from workers.engine.data import Data
+
+CHECKPOINT_FORMAT = 1
+INITS = ("kaiming",)
+Status = Literal["succeeded", "diverged", "cancelled"]
+
+
+class TrainingError(EngineError):
+    """A training run that cannot start or resume as asked (device, snapshot, checkpoint)."""
+
+
+class RecipeError(TrainingError):
+    """A recipe field with an unknown name, a wrong type or a value out of range."""
+
+
+_INT_FIELDS = ("epochs", "batch_size", "seed", "eval_batch_size")
+_FLOAT_FIELDS = ("lr", "weight_decay", "momentum", "gamma")
+_BOOL_FIELDS = ("nesterov", "augment", "amp", "channels_last")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model is trained. Defaults are the study's CIFAR recipe (SPEC section 3)."""
+
+    epochs: int = 180
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    seed: int = 0
+    augment: bool = True
+    init: str = "kaiming"
+    amp: bool = False  # bf16 autocast, CUDA only; ignored on CPU
+    eval_batch_size: int = 1000
+    channels_last: bool = False  # NHWC memory format for model and batches (faster convs on GPUs)
+
+    def __post_init__(self) -> None:
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RecipeError(f"recipe.{name} must be an integer, got {value!r}")
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise RecipeError(f"recipe.{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))  # frozen: normalise ints like lr=1 to 1.0
+        for name in _BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise RecipeError(f"recipe.{name} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.milestones, str | bytes) or not isinstance(self.milestones, tuple | list):
+            raise RecipeError(f"recipe.milestones must be a list of fractions, got {self.milestones!r}")
+        for m in self.milestones:
+            if isinstance(m, bool) or not isinstance(m, int | float) or not 0 < m < 1:
+                raise RecipeError(f"recipe.milestones must lie in (0, 1), got {m!r}")
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
+            raise RecipeError(f"recipe.milestones must be strictly ascending, got {list(self.milestones)}")
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        checks = [
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise RecipeError(f"recipe.{name} must be {rule}, got {getattr(self, name)!r}")
+        if self.nesterov and self.momentum == 0:
+            raise RecipeError(
+                "recipe.nesterov needs recipe.momentum > 0 (Nesterov momentum without momentum)"
+            )
+        if self.init not in INITS:
+            raise RecipeError(f"recipe.init must be one of {list(INITS)}, got {self.init!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
+        """Build from JSON-like data; unknown keys are an error that names them."""
+        if not isinstance(d, Mapping):
+            raise RecipeError(f"recipe must be an object of fields, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise RecipeError(f"unknown recipe field(s) {unknown}; known fields: {sorted(known)}")
+        values = dict(d)
+        if isinstance(values.get("milestones"), list):
+            values["milestones"] = tuple(values["milestones"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (milestones as a list); `from_dict(to_dict())` gives an equal recipe."""
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+@dataclass
+class EpochMetrics:
+    """One epoch: train loss/top-1 over the epoch's batches (train mode, augmented), then the
+    validation set with the weights at the end of the epoch. Accuracies in percent; `lr` is the
+    learning rate the epoch's steps used; `seconds` is that epoch's wall time (train + eval)."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    train_top1: float
+    val_loss: float
+    val_top1: float
+    val_top5: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """Outcome of `train()`. `top1`/`top5` are the last epoch's validation accuracies (percent);
+    `epochs` counts completed epochs including resumed ones; `seconds` sums their wall times.
+    `history` and `optimizer` (which SGD implementation ran) are additions to the contract."""
+
+    status: Status
+    epochs: int
+    top1: float
+    top5: float
+    seconds: float
+    device: str
+    history: list[EpochMetrics] = dataclasses.field(default_factory=list)
+    optimizer: str = ""
+
+
+def pick_device(prefer: str | torch.device | None = None) -> torch.device:
+    """CUDA when available, else CPU; `prefer` ("cpu", "cuda", "cuda:1") forces one or fails.
+    Only `torch.cuda.is_available()` is touched, so no CUDA context exists before training starts."""
+    if prefer is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(prefer)
+    except (RuntimeError, TypeError) as exc:
+        raise TrainingError(f"unknown device {prefer!r}; use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError(f"device {prefer!r} was asked for but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TrainingError(
+                f"device {prefer!r} does not exist: {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif device.type != "cpu":
+        raise TrainingError(f"device type {device.type!r} is not supported; use 'cpu' or 'cuda'")
+    return device
+
+
+def milestone_epochs(recipe: Recipe) -> list[int]:
+    """Epochs after which the LR is multiplied by gamma: round(fraction * epochs), at least 1
+    (a milestone at 0 would decay the LR before the first step). Two fractions that round to the
+    same epoch decay twice there, as MultiStepLR does with repeated milestones."""
+    return [max(1, round(f * recipe.epochs)) for f in recipe.milestones]
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> tuple[torch.optim.SGD, str]:
+    """SGD with coupled weight decay; fused kernels where this torch build has them (CUDA, and CPU
+    since torch 2.4), else the multi-tensor foreach path. Returns (optimizer, implementation)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs = dict(
+        lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov
+    )
+    try:
+        return torch.optim.SGD(params, **kwargs, fused=True), "sgd-fused"
+    except (RuntimeError, ValueError):  # fused unsupported for this device/dtype
+        return torch.optim.SGD(params, **kwargs, foreach=True), "sgd-foreach"
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, data: Data, device: torch.device, batch_size: int, amp: bool
+) -> tuple[float, float, float]:
+    was_training = model.training
+    model.eval()
+    k = min(5, data.num_classes)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct1 = torch.zeros((), dtype=torch.int64, device=device)
+    correctk = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    for x, y in data.val_batches(batch_size, device=device):
+        with _autocast(device, amp):
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        hits = logits.topk(k, dim=1).indices == y[:, None]
+        correct1 += hits[:, 0].sum()
+        correctk += hits.any(dim=1).sum()
+        seen += y.shape[0]
+    model.train(was_training)
+    if seen == 0:
+        raise TrainingError("the validation set is empty: nothing to evaluate")
+    return loss_sum.item() / seen, 100.0 * correct1.item() / seen, 100.0 * correctk.item() / seen
+
+
+def evaluate(
+    model: nn.Module, data: Data, *, device: str | torch.device | None = None, batch_size: int = 1000
+) -> tuple[float, float, float]:
+    """(mean cross-entropy, top-1 %, top-5 %) on the validation set, top-5 meaning top-min(5, classes).
+    With device=None the model is evaluated where its parameters are (it is not moved)."""
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = pick_device(device)
+    model.to(device)
+    return _evaluate(model, data, device, batch_size, amp=False)
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    # bf16 needs no GradScaler; on CPU amp is ignored so CPU runs stay exact fp32
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(
+    model: nn.Module,
+    data: Data,
+    recipe: Recipe,
+    *,
+    device: str | torch.device | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    reinit: bool = True,
+    snapshot_epoch: int | None = None,
+    snapshot_path: str | os.PathLike[str] | None = None,
+) -> TrainResult:
+    """Train `model` in place by `recipe`; see the module docstring. `reinit=False` keeps the given
+    weights (finetune). `snapshot_epoch` t saves the weights after epoch t (0 = initial) to
+    `snapshot_path` for rewind retraining. `on_epoch` runs after each epoch's checkpoint is written;
+    `should_stop()` is asked after each epoch but the last and, when true, ends the run as
+    `cancelled` with the checkpoint kept. `on_epoch` is not replayed for epochs done before a resume."""
+    device = pick_device(device)
+    _check_snapshot_args(recipe, snapshot_epoch, snapshot_path)
+    torch.manual_seed(recipe.seed)  # same seed => same He init (and same dropout, if any)
+    if reinit:
+        init_kaiming(model)
+    memory_format = torch.channels_last if recipe.channels_last else torch.preserve_format
+    model.to(device, memory_format=memory_format)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cudnn time its kernels once
+    optimizer, optimizer_impl = make_optimizer(model, recipe)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestone_epochs(recipe), gamma=recipe.gamma)
+    # shuffling + augmentation. On the CPU even for CUDA runs: DataLoader samplers (imagefolder) only
+    # take a CPU generator, and tensor sets draw an epoch's few random numbers at once, then copy them
+    generator = torch.Generator().manual_seed(recipe.seed)
+    stateful = _Stateful(model, optimizer, scheduler, generator, device)  # what a checkpoint holds
+    history: list[EpochMetrics] = []
+    state = "running"
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        history, state = _resume(checkpoint_path, recipe, stateful)
+        if snapshot_epoch is not None and snapshot_epoch <= len(history) and not Path(snapshot_path).exists():
+            raise TrainingError(
+                f"resuming after epoch {len(history)} but the snapshot of epoch {snapshot_epoch} is missing "
+                f"at {os.fspath(snapshot_path)!r}; delete the checkpoint {os.fspath(checkpoint_path)!r} to rerun"
+            )
+    elif snapshot_epoch == 0:
+        save_atomic(model.state_dict(), snapshot_path)
+
+    while state == "running" and len(history) < recipe.epochs:
+        epoch, started, lr = len(history) + 1, time.perf_counter(), optimizer.param_groups[0]["lr"]
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        for x, y in data.train_batches(
+            recipe.batch_size, device=device, generator=generator, augment=recipe.augment
+        ):
+            if recipe.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, recipe.amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # accumulate on the device: a .item() here would sync every step
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+            seen += y.shape[0]
+        scheduler.step()
+        if seen == 0:
+            raise TrainingError("the training set yielded no batches: nothing to train on")
+        train_loss = loss_sum.item() / seen  # the one host sync of the epoch
+        val_loss, val_top1, val_top5 = _evaluate(model, data, device, recipe.eval_batch_size, recipe.amp)
+        metrics = EpochMetrics(
+            epoch, train_loss, 100.0 * correct.item() / seen, val_loss, val_top1, val_top5, lr,
+            time.perf_counter() - started,
+        )  # fmt: skip
+        history.append(metrics)
+        if not math.isfinite(train_loss):
+            state = "diverged"  # a real outcome of this grid point: keep its metrics, stop training
+        if checkpoint_path is not None:
+            _save(checkpoint_path, recipe, stateful, history, state, optimizer_impl)
+        if snapshot_epoch == epoch:
+            save_atomic(model.state_dict(), snapshot_path)
+        if on_epoch is not None:
+            on_epoch(metrics)
+        if state == "running" and epoch < recipe.epochs and should_stop is not None and should_stop():
+            state = "cancelled"
+
+    status: Status = "succeeded" if state == "running" else state  # type: ignore[assignment]
+    last = history[-1]
+    return TrainResult(
+        status, len(history), last.val_top1, last.val_top5, sum(m.seconds for m in history), str(device),
+        history, optimizer_impl,
+    )  # fmt: skip
+
+
+def _check_snapshot_args(recipe: Recipe, snapshot_epoch: int | None, snapshot_path: Any) -> None:
+    if snapshot_epoch is None:
+        return
+    if snapshot_path is None:
+        raise TrainingError(f"snapshot_epoch={snapshot_epoch} needs a snapshot_path to write the weights to")
+    if (
+        isinstance(snapshot_epoch, bool)
+        or not isinstance(snapshot_epoch, int)
+        or not 0 <= snapshot_epoch <= recipe.epochs
+    ):
+        raise TrainingError(
+            f"snapshot_epoch must be an integer in [0, {recipe.epochs}], got {snapshot_epoch!r}"
+        )
+
+
+@dataclass
+class _Stateful:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    device: torch.device
+
+
+def _save(
+    path, recipe: Recipe, run: _Stateful, history: list[EpochMetrics], state: str, optimizer_impl: str
+) -> None:
+    save_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "recipe": recipe.to_dict(),
+            "epoch": len(history),
+            "state": state,  # "running" | "diverged": a diverged run resumes straight to its result
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "optimizer_impl": optimizer_impl,
+            "scheduler": run.scheduler.state_dict(),
+            "generator": run.generator.get_state(),
+            "device_type": run.device.type,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+            "history": [dataclasses.asdict(m) for m in history],
+        },
+        path,
+    )
+
+
+def _resume(path, recipe: Recipe, run: _Stateful) -> tuple[list[EpochMetrics], str]:
+    ckpt = load_checkpoint(path)
+    where = f"checkpoint {os.fspath(path)!r}"
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{where} has format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    saved, ours = ckpt["recipe"], recipe.to_dict()
+    differing = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+    if differing:
+        details = ", ".join(f"{k}: {saved.get(k)!r} there vs {ours.get(k)!r} here" for k in differing)
+        raise CheckpointError(
+            f"{where} was written by a different recipe ({details}); delete it or use its recipe"
+        )
+    if ckpt["device_type"] != run.device.type:
+        raise CheckpointError(
+            f"{where} was written on {ckpt['device_type']}, cannot resume it exactly on {run.device.type}"
+        )
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{where} does not fit this model ({exc})") from exc
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.generator.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(ckpt["cuda_rng"], run.device)
+    return [EpochMetrics(**m) for m in ckpt["history"]], ckpt["state"]
