@@ -1,0 +1,54 @@
+"""Typed dependency aliases of the routes (FastAPI full-stack template habit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.services.tokens import verify_token
+from backend.settings import Settings
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    session = factory()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def require_writer(request: Request, settings: SettingsDep, session: SessionDep) -> str | None:
+    """With settings.auth, a write needs `Authorization: Bearer <token>` of an active token.
+    Returns the token's name (recorded as `created_by`), or None when auth is off."""
+    if not settings.auth:
+        return None
+    header = request.headers.get("authorization")
+    if not header:
+        raise HTTPException(
+            401, "missing Authorization header; send 'Bearer <token>'", {"WWW-Authenticate": "Bearer"}
+        )
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise HTTPException(
+            401, "malformed Authorization header; expected 'Bearer <token>'", {"WWW-Authenticate": "Bearer"}
+        )
+    row = verify_token(session, token)
+    if row is None:
+        raise HTTPException(403, "unknown or revoked token")
+    return row.name
+
+
+WriterDep = Annotated[str | None, Depends(require_writer)]

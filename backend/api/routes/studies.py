@@ -1,0 +1,202 @@
+"""/studies: create, list, read, cancel, extend, delete, import, export, analysis, landscape, compare."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
+
+from backend.api.deps import SessionDep, SettingsDep, WriterDep
+from backend.api.schemas import (
+    CancelOut,
+    Compare,
+    ExtendIn,
+    ExtendOut,
+    Landscape,
+    RunList,
+    StudyList,
+    StudyOut,
+    VariantList,
+)
+from backend.db.models import RUN_KINDS, RUN_STATUSES, STUDY_STATUSES
+from backend.services import studies as svc
+from backend.services.errors import FieldError
+from backend.spec import StudySpec
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+Metric = Literal["top1", "top5"]
+StudyStatus = Literal[STUDY_STATUSES]  # type: ignore[valid-type]
+RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
+RunKind = Literal[RUN_KINDS]  # type: ignore[valid-type]
+Sort = Literal[tuple(svc.SORTS)]  # type: ignore[valid-type]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+def create_study(spec: StudySpec, session: SessionDep, settings: SettingsDep, writer: WriterDep) -> Any:
+    study = svc.create_study(session, spec, settings, created_by=writer)
+    return svc.study_view(session, study, detail=True)
+
+
+@router.get("", response_model=StudyList)
+def list_studies(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: StudyStatus | None = None,
+    sort: Sort = "-created_at",
+) -> Any:
+    result = svc.list_studies(session, limit=limit, offset=offset, status=status, sort=sort)
+    session.commit()  # statuses refreshed on read
+    return result
+
+
+MULTIPART_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "results CSV"},
+                        "name": {"type": "string", "maxLength": 200},
+                        "base": {"type": "string", "maxLength": 64, "default": "base"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/import", status_code=status.HTTP_201_CREATED, response_model=StudyOut, openapi_extra=MULTIPART_SCHEMA
+)
+async def import_study(
+    request: Request, session: SessionDep, settings: SettingsDep, writer: WriterDep
+) -> Any:
+    body = await _read_limited(request, settings.max_upload_bytes)
+    request._body = body  # noqa: SLF001 - lets Starlette parse the form from the bytes we read
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise FieldError(["body"], "send multipart/form-data with a 'file' field holding the CSV")
+    form = await request.form(max_part_size=settings.max_upload_bytes + 1)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise FieldError(["body", "file"], "the 'file' field (a CSV upload) is required")
+    data = await upload.read()
+    if len(data) > settings.max_upload_bytes:
+        raise HTTPException(413, f"file is larger than the limit of {settings.max_upload_bytes} bytes")
+    name = form.get("name")
+    base = form.get("base") or "base"
+    if not isinstance(name, str | None) or not isinstance(base, str):
+        raise FieldError(["body", "name"], "name and base are text fields")
+    study = svc.import_csv(
+        session, data, name=name, filename=upload.filename, base=base.strip(), created_by=writer
+    )
+    return svc.study_view(session, study, detail=True)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` (+ room for the
+    multipart envelope): from Content-Length before reading, else while reading."""
+    envelope = 64 * 1024
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit + envelope:
+        raise HTTPException(413, f"upload of {length} bytes is larger than the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit + envelope:
+            raise HTTPException(413, f"upload is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.get("/{study_id}", response_model=StudyOut)
+def get_study(study_id: int, session: SessionDep) -> Any:
+    view = svc.study_view(session, svc.get_study(session, study_id), detail=True)
+    session.commit()
+    return view
+
+
+@router.post("/{study_id}/cancel", response_model=CancelOut)
+def cancel_study(study_id: int, session: SessionDep, _writer: WriterDep) -> Any:
+    return svc.cancel_study(session, study_id)
+
+
+@router.post("/{study_id}/extend", response_model=ExtendOut)
+def extend_study(
+    study_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    _writer: WriterDep,
+    body: Annotated[ExtendIn | None, Body()] = None,
+) -> Any:
+    body = body or ExtendIn()
+    return svc.extend_study(session, study_id, settings, **body.model_dump())
+
+
+@router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_study(study_id: int, session: SessionDep, settings: SettingsDep, _writer: WriterDep) -> Response:
+    svc.delete_study(session, study_id, settings)
+    return Response(status_code=204)
+
+
+@router.get("/{study_id}/runs", response_model=RunList)
+def list_runs(
+    study_id: int,
+    session: SessionDep,
+    variant: Annotated[str | None, Query(max_length=64)] = None,
+    status: RunStatus | None = None,
+    kind: RunKind | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
+    return svc.list_runs(
+        session, study_id, limit=limit, offset=offset, variant=variant, status=status, kind=kind
+    )
+
+
+@router.get("/{study_id}/analysis", response_model=dict[str, Any])
+def analysis(study_id: int, session: SessionDep, metric: Metric = "top1") -> Any:
+    return svc.analysis_for(session, study_id, metric=metric)
+
+
+@router.get("/{study_id}/landscape", response_model=Landscape)
+def landscape(
+    study_id: int,
+    session: SessionDep,
+    variant: Annotated[str, Query(min_length=1, max_length=64)] = "base",
+    metric: Metric = "top1",
+) -> Any:
+    return svc.landscape(session, study_id, variant, metric=metric)
+
+
+@router.get("/{study_id}/compare", response_model=Compare)
+def compare(study_id: int, session: SessionDep) -> Any:
+    return svc.compare(session, study_id)
+
+
+@router.get("/{study_id}/variants", response_model=VariantList)
+def variants(study_id: int, session: SessionDep) -> Any:
+    return svc.variants_view(session, study_id)
+
+
+@router.get(
+    "/{study_id}/export",
+    responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+    response_model=None,
+)
+def export(study_id: int, session: SessionDep, format: Literal["csv", "json"] = "csv") -> Any:  # noqa: A002
+    rows = svc.export_rows(session, study_id)
+    if format == "json":
+        study = svc.get_study(session, study_id)
+        return {"study": {"id": study.id, "name": study.name, "kind": study.kind}, "rows": rows}
+    return PlainTextResponse(
+        svc.rows_to_csv(rows),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="study-{study_id}.csv"'},
+    )

@@ -1,0 +1,239 @@
+"""Pydantic response / request models of the REST API (what OpenAPI and schemathesis see)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Progress(BaseModel):
+    blocked: int = 0
+    pending: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    diverged: int = 0
+    cancelled: int = 0
+    total: int = 0
+    finished: int = Field(0, description="succeeded + failed + diverged + cancelled")
+
+
+class RunCounts(BaseModel):
+    train: int = 0
+    prune: int = 0
+    quantise: int = 0
+    measure: int = 0
+    total: int = 0
+
+
+class StudySummary(_Out):
+    id: int
+    name: str
+    kind: Literal["native", "imported"]
+    status: str
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    model: str | None = None
+    dataset: str | None = None
+    variants: list[str] = []
+    progress: Progress
+
+
+class StudyOut(StudySummary):
+    spec: dict[str, Any]
+    run_counts: RunCounts = Field(description="runs by kind (what the planner made, extensions included)")
+
+
+class StudyList(BaseModel):
+    items: list[StudySummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class RunOut(_Out):
+    id: int
+    study_id: int
+    variant_id: int
+    variant: str
+    kind: str
+    lr: float | None
+    wd: float | None
+    grid_i: int | None
+    grid_j: int | None
+    seed: int
+    status: str
+    depends_on_id: int | None
+    attempts: int
+    cancel_requested: bool
+    top1: float | None
+    top5: float | None
+    loss: float | None
+    epochs_done: int
+    error: str | None
+    worker: str | None
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+
+class RunList(BaseModel):
+    items: list[RunOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class EpochOut(_Out):
+    epoch: int
+    train_loss: float | None
+    train_top1: float | None
+    val_loss: float | None
+    top1: float | None
+    top5: float | None
+    lr: float | None
+    seconds: float | None
+
+
+class ArtefactOut(_Out):
+    id: int
+    run_id: int | None
+    variant_id: int | None
+    kind: str
+    bytes: int | None
+    created_at: datetime
+    url: str
+
+
+class RunDetail(RunOut):
+    result: dict[str, Any] | None
+    epochs: list[EpochOut]
+    artefacts: list[ArtefactOut]
+
+
+class CancelOut(BaseModel):
+    study_id: int
+    cancelled: int = Field(description="runs that had not started and are now cancelled")
+    cancel_requested: int = Field(description="running runs asked to stop at their next epoch")
+    status: str
+
+
+class ExtendIn(BaseModel):
+    """Rows / columns to add on each side of the grid, or `proposal: true` for the analysis' own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr_low: int = Field(0, ge=0, le=40, description="rows added below the lowest learning rate")
+    lr_high: int = Field(0, ge=0, le=40, description="rows added above the highest learning rate")
+    wd_low: int = Field(0, ge=0, le=40, description="columns added below the lowest weight decay")
+    wd_high: int = Field(0, ge=0, le=40, description="columns added above the highest weight decay")
+    proposal: bool = Field(False, description="extend where the analysis says the 1.0-ROI touches an edge")
+
+
+class ExtendOut(BaseModel):
+    study_id: int
+    added_runs: int
+    added_points: int
+    lr_range: tuple[int, int]
+    wd_range: tuple[int, int]
+    lr_values: list[float]
+    wd_values: list[float]
+
+
+class RetryOut(BaseModel):
+    run: RunOut
+    reopened: int = Field(description="runs set back to pending/blocked, this one included")
+
+
+class LandscapePoint(BaseModel):
+    grid_i: int
+    grid_j: int
+    lr: float
+    wd: float
+    x: float = Field(description="log10 wd")
+    y: float = Field(description="log10 lr")
+    value: float | None = Field(description="mean of the metric over finished seeds")
+    std: float | None
+    n: int = Field(description="finished seeds (succeeded or diverged)")
+    status: Literal["finished", "diverged", "running", "missing"]
+
+
+class Landscape(BaseModel):
+    study_id: int
+    variant: str
+    metric: Literal["top1", "top5"]
+    lr_values: list[float]
+    wd_values: list[float]
+    points: list[LandscapePoint]
+    best: LandscapePoint | None
+
+
+class CompareRow(BaseModel):
+    name: str
+    kind: str
+    params: int | None
+    params_nonzero: int | None
+    compression_rate: float | None = Field(description="base params / this variant's non-zero params")
+    flops: int | None
+    flops_kept: float | None = Field(description="this variant's FLOPs / base FLOPs (measured)")
+    flops_ratio_target: float | None
+    flops_ratio_achieved: float | None
+    size_bytes: int | None
+    size_sparse_bytes: int | None
+    size_mb: float | None = Field(description="size_bytes / 1e6")
+    latency: dict[str, Any] | None
+    best_top1: float | None
+    best_top5: float | None
+    best_lr: float | None
+    best_wd: float | None
+    finished_runs: int
+
+
+class Compare(BaseModel):
+    study_id: int
+    base: str
+    flops_convention: str
+    variants: list[CompareRow]
+
+
+class VariantOut(_Out):
+    id: int
+    name: str
+    kind: str
+    spec: dict[str, Any]
+    source: str | None
+    flops_ratio_achieved: float | None
+    kept_fractions: dict[str, float] | None
+    params: int | None
+    params_nonzero: int | None
+    flops: int | None
+    size_bytes: int | None
+    size_sparse_bytes: int | None
+    latency: dict[str, Any] | None
+    histograms: dict[str, Any] | None
+    scan: Any | None
+    measured: dict[str, Any] | None
+    model_artefact_id: int | None
+
+
+class VariantList(BaseModel):
+    study_id: int
+    items: list[VariantOut]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: dict[str, Any]
+    broker: dict[str, Any]
+    workers: list[str]

@@ -1,0 +1,1 @@
+"""Database: typed ORM models (`models`) and the engine / session factory (`session`)."""

@@ -1,0 +1,1 @@
+"""Services: the API's business logic (study lifecycle from the API side, planning, analysis cache)."""

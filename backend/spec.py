@@ -1,0 +1,339 @@
+"""The study spec (docs/contracts.md section 2): pydantic models shared by the API and the workers.
+
+Every validation message names the field it is about; unknown keys are rejected. The API must not
+import torch, so models and data sets are checked against the torch-free `workers.engine.catalog`.
+
+Grid convention: axis i is the learning rate, axis j the weight decay;
+lr_i = lr_centre * 10 ** (step * i), wd_j = wd_centre * 10 ** (step * j); the prior is i = j = 0.
+`lr_range` / `wd_range` are inclusive index ranges; by default -(size // 2) .. size // 2, and an
+extension widens them (a study's stored spec always holds the ranges it has now).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from workers.engine import catalog
+from workers.engine.errors import DataError
+
+NAME_MAX = 200
+VARIANT_NAME_MAX = 64
+VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+MAX_STEP = 3.0  # log10 units; keeps 10 ** (step * i) finite for any allowed grid
+
+PRUNED_KINDS = ("structured", "unstructured")
+QUANTISED_KINDS = ("int8", "mixed", "fp16")
+TRAINED_KINDS = ("base", *PRUNED_KINDS)
+
+
+class SpecError(ValueError):
+    """A spec problem found outside pydantic (limits from the settings); `field` is a dotted path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    @property
+    def loc(self) -> list[str | int]:
+        return [int(p) if p.isdigit() else p for p in self.field.split(".")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    path: str | None = Field(None, max_length=4096)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    synthetic_shape: tuple[int, int, int] | None = None
+    synthetic_classes: int | None = Field(None, ge=2, le=100000)
+    synthetic_size: int | None = Field(None, ge=1, le=10_000_000)
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in catalog.DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(catalog.DATASETS))}")
+        return name
+
+    @field_validator("synthetic_shape")
+    @classmethod
+    def _positive_shape(cls, shape: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if shape is not None and any(d < 1 for d in shape):
+            raise ValueError("every dimension of synthetic_shape must be >= 1")
+        return shape
+
+    @model_validator(mode="after")
+    def _path_exists(self, info: ValidationInfo) -> DatasetSpec:
+        check = True if info.context is None else info.context.get("check_paths", True)
+        info_ds = catalog.DATASETS[self.name]
+        if info_ds.needs_path and not self.path:
+            raise ValueError(f"dataset.path is required for {self.name}; expected {info_ds.layout}")
+        if check and info_ds.needs_path:
+            try:
+                catalog.check_dataset_path(self.name, self.path)
+            except DataError as exc:
+                raise ValueError(f"dataset.path: {exc}") from exc
+        return self
+
+
+class ModelSpec(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    num_classes: int | None = Field(None, ge=2, le=100000)
+    input_shape: tuple[int, int, int] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in catalog.MODELS:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(catalog.MODELS))}")
+        return name
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_shape(cls, shape: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if shape is not None and any(d < 1 for d in shape):
+            raise ValueError("every dimension of input_shape must be >= 1")
+        return shape
+
+
+class RecipeSpec(_Strict):
+    """The engine's Recipe minus lr / weight_decay (the grid gives them) and seed (repeats do)."""
+
+    epochs: int = Field(180, ge=1, le=10000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = Field(0.1, gt=0, le=1)
+    augment: bool = True
+    init: Literal["kaiming"] = "kaiming"
+    amp: bool = False
+    eval_batch_size: int = Field(1000, ge=1, le=65536)
+    channels_last: bool = False
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, milestones: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < m < 1 for m in milestones):
+            raise ValueError("milestones are fractions of the epochs, each in (0, 1)")
+        if list(milestones) != sorted(milestones):
+            raise ValueError("milestones must be increasing")
+        return milestones
+
+    def to_recipe_dict(self, *, lr: float, weight_decay: float, seed: int) -> dict[str, Any]:
+        """The engine's `Recipe.from_dict` input for one run."""
+        return {**self.model_dump(mode="json"), "lr": lr, "weight_decay": weight_decay, "seed": seed}
+
+
+class GridSpec(_Strict):
+    lr_centre: float = Field(gt=0, description="learning rate at the prior (grid centre)")
+    wd_centre: float = Field(gt=0, description="weight decay at the prior (grid centre)")
+    step: float = Field(0.2, gt=0, le=MAX_STEP, description="log10 units between neighbours")
+    size: int = Field(9, ge=1, description="points per axis; odd, so the prior is the centre")
+    lr_range: tuple[int, int] | None = Field(None, description="inclusive lr index range (extensions)")
+    wd_range: tuple[int, int] | None = Field(None, description="inclusive wd index range (extensions)")
+
+    @field_validator("size")
+    @classmethod
+    def _odd(cls, size: int) -> int:
+        if size % 2 == 0:
+            raise ValueError(f"size must be odd so the prior is the centre point (got {size})")
+        return size
+
+    @model_validator(mode="after")
+    def _ranges(self) -> GridSpec:
+        half = self.size // 2
+        for name in ("lr_range", "wd_range"):
+            rng = getattr(self, name)
+            if rng is None:
+                setattr(self, name, (-half, half))
+                continue
+            lo, hi = rng
+            if lo > -half or hi < half:
+                raise ValueError(f"{name} must contain the base grid {-half}..{half} (got {lo}..{hi})")
+        return self
+
+    @property
+    def lr_indices(self) -> list[int]:
+        lo, hi = self.lr_range  # type: ignore[misc]
+        return list(range(lo, hi + 1))
+
+    @property
+    def wd_indices(self) -> list[int]:
+        lo, hi = self.wd_range  # type: ignore[misc]
+        return list(range(lo, hi + 1))
+
+    def lr_at(self, i: int) -> float:
+        return grid_value(self.lr_centre, self.step, i)
+
+    def wd_at(self, j: int) -> float:
+        return grid_value(self.wd_centre, self.step, j)
+
+    @property
+    def n_points(self) -> int:
+        return len(self.lr_indices) * len(self.wd_indices)
+
+
+def grid_value(centre: float, step: float, index: int) -> float:
+    """centre * 10 ** (step * index), rounded to 12 significant digits so values compare exactly."""
+    return float(f"{centre * 10 ** (step * index):.12g}")
+
+
+class _VariantBase(_Strict):
+    name: str = Field(min_length=1, max_length=VARIANT_NAME_MAX)
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, name: str) -> str:
+        if not VARIANT_NAME_RE.match(name):
+            raise ValueError("variant names use letters, digits and _ . + - and start with a letter or digit")
+        return name
+
+
+class BaseVariant(_VariantBase):
+    kind: Literal["base"]
+
+
+class _PrunedVariant(_VariantBase):
+    retrain: Literal["scratch", "finetune", "rewind"] = "scratch"
+    finetune_epochs: int | None = Field(None, ge=1, le=10000)
+    rewind_epoch: int | None = Field(None, ge=0, le=10000)
+
+    @model_validator(mode="after")
+    def _retrain_fields(self) -> _PrunedVariant:
+        if self.retrain == "finetune" and self.finetune_epochs is None:
+            raise ValueError("finetune_epochs is required when retrain is 'finetune'")
+        if self.retrain != "finetune" and self.finetune_epochs is not None:
+            raise ValueError("finetune_epochs is only allowed when retrain is 'finetune'")
+        if self.retrain == "rewind" and self.rewind_epoch is None:
+            raise ValueError("rewind_epoch is required when retrain is 'rewind'")
+        if self.retrain != "rewind" and self.rewind_epoch is not None:
+            raise ValueError("rewind_epoch is only allowed when retrain is 'rewind'")
+        return self
+
+
+class StructuredVariant(_PrunedVariant):
+    kind: Literal["structured"]
+    method: Literal["uniform", "nonuniform"] = "uniform"
+    flops_ratio: float = Field(gt=0, le=1, description="kept fraction of the base FLOPs, in (0, 1]")
+
+
+class UnstructuredVariant(_PrunedVariant):
+    kind: Literal["unstructured"]
+    amount: float = Field(ge=0, lt=1, description="fraction of prunable weights zeroed, in [0, 1)")
+    scope: Literal["layer", "global"] = "layer"
+
+
+class QuantisedVariant(_VariantBase):
+    kind: Literal["int8", "mixed", "fp16"]
+    source: str = Field(min_length=1, max_length=VARIANT_NAME_MAX)
+    calibration_batches: int = Field(10, ge=1, le=10000)
+
+
+Variant = Annotated[
+    BaseVariant | StructuredVariant | UnstructuredVariant | QuantisedVariant, Field(discriminator="kind")
+]
+
+
+class StudySpec(_Strict):
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    dataset: DatasetSpec
+    model: ModelSpec
+    recipe: RecipeSpec = Field(default_factory=RecipeSpec)
+    grid: GridSpec
+    repeats: int = Field(1, ge=1, le=100)
+    variants: list[Variant] = Field(min_length=1, max_length=64)
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_consistent(cls, variants: list[Any]) -> list[Any]:
+        names = [v.name for v in variants]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate variant names: {', '.join(duplicates)}")
+        bases = [v.name for v in variants if v.kind == "base"]
+        if len(bases) != 1:
+            raise ValueError(f"exactly one variant of kind 'base' is required (found {len(bases)})")
+        by_name = {v.name: v for v in variants}
+        for v in variants:
+            if v.kind in QUANTISED_KINDS:
+                source = by_name.get(v.source)
+                if source is None:
+                    raise ValueError(
+                        f"variant {v.name!r}: source {v.source!r} is not a variant of this study"
+                    )
+                if source.kind in QUANTISED_KINDS:
+                    raise ValueError(
+                        f"variant {v.name!r}: source {v.source!r} is itself quantised; "
+                        "name a base or pruned variant"
+                    )
+        return variants
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StudySpec:
+        for v in self.variants:
+            if getattr(v, "rewind_epoch", None) is not None and v.rewind_epoch > self.recipe.epochs:
+                raise ValueError(
+                    f"variants: {v.name!r} rewind_epoch {v.rewind_epoch} is after the last epoch "
+                    f"({self.recipe.epochs})"
+                )
+        return self
+
+    @property
+    def base_variant(self) -> BaseVariant:
+        return next(v for v in self.variants if v.kind == "base")
+
+    def variant(self, name: str) -> Any:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+
+def grid_values(grid: GridSpec) -> tuple[list[float], list[float]]:
+    """(learning rates, weight decays) of the grid, in index order."""
+    return [grid.lr_at(i) for i in grid.lr_indices], [grid.wd_at(j) for j in grid.wd_indices]
+
+
+def count_runs(spec: StudySpec) -> dict[str, int]:
+    """How many runs the planner makes for `spec`, by kind and in total ("this will plan N runs")."""
+    per_variant_trains = spec.grid.n_points * spec.repeats
+    counts = {"train": 0, "prune": 0, "quantise": 0, "measure": 0}
+    for v in spec.variants:
+        counts["measure"] += 1
+        if v.kind == "base":
+            counts["train"] += per_variant_trains
+        elif v.kind in PRUNED_KINDS:
+            counts["prune"] += 1
+            counts["train"] += per_variant_trains
+        else:
+            counts["quantise"] += per_variant_trains
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def check_limits(spec: StudySpec, *, max_grid_size: int, max_runs_per_study: int) -> None:
+    """Raise SpecError when the grid or the run count is above the service's caps."""
+    for name, indices in (("lr_range", spec.grid.lr_indices), ("wd_range", spec.grid.wd_indices)):
+        if len(indices) > max_grid_size:
+            field = "grid.size" if spec.grid.size > max_grid_size else f"grid.{name}"
+            raise SpecError(field, f"{len(indices)} points per axis is above the limit of {max_grid_size}")
+    total = count_runs(spec)["total"]
+    if total > max_runs_per_study:
+        raise SpecError(
+            "grid.size",
+            f"this spec plans {total} runs, above the limit of {max_runs_per_study} per study; "
+            "use a smaller grid, fewer repeats or fewer variants",
+        )
+
+
+def parse_spec(data: Any, *, check_paths: bool = True) -> StudySpec:
+    """Validate a spec dict (e.g. the one stored with a study); raises pydantic.ValidationError."""
+    return StudySpec.model_validate(data, context={"check_paths": check_paths})
