@@ -1,0 +1,163 @@
+"""The Dash dashboard: mounted on the API's FastAPI server, or run as its own process.
+
+It reads and writes only through the REST API (`frontend.api_client`), so the same code serves
+both deployments: mounted, it calls back to the server it lives on (the request's base URL) unless
+`settings.api_url` points elsewhere; standalone, `--api-url` names the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dash import Dash, Input, Output, dcc, html
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from frontend.api_client import ApiClient
+from frontend.pages import components, new, run, studies, study
+
+ASSETS = Path(__file__).parent / "assets"
+# Paths the FastAPI app owns; the dashboard's catch-all must never answer for them.
+RESERVED_PREFIXES = ("/api/", "/docs", "/redoc", "/openapi.json", "/_dash-", "/assets/")
+
+ClientFactory = Callable[[], ApiClient]
+
+
+def _setting(settings: Any, name: str, default: Any = None) -> Any:
+    return getattr(settings, name, default) if settings is not None else default
+
+
+def make_client_factory(settings: Any = None, api_url: str | None = None) -> ClientFactory:
+    """A client per callback: to `api_url` / `settings.api_url`, else to the serving request's origin."""
+    fixed_url = api_url or _setting(settings, "api_url")
+    token = _setting(settings, "dashboard_token") or os.environ.get("PRUNESCAPE_DASHBOARD_TOKEN")
+    timeout = float(_setting(settings, "dashboard_api_timeout", 60.0) or 60.0)
+
+    def factory() -> ApiClient:
+        if fixed_url:
+            return ApiClient(str(fixed_url), token=token, timeout=timeout)
+        from dash.backends._fastapi import get_current_request
+
+        request = get_current_request()
+        return ApiClient(str(request.base_url), token=token, timeout=timeout)
+
+    return factory
+
+
+def _layout() -> html.Div:
+    return html.Div(
+        [
+            dcc.Location(id="url", refresh="callback-nav"),
+            html.Header(
+                [
+                    dcc.Link("prunescape", href="/", className="brand"),
+                    dcc.Link("Studies", href="/"),
+                    dcc.Link("New study", href="/new"),
+                    html.A("API docs", href="/docs", target="_blank"),
+                ],
+                className="topbar",
+            ),
+            html.Main(id="page", className="page"),
+        ]
+    )
+
+
+def build_dash(server: FastAPI, client_factory: ClientFactory) -> Dash:
+    """Create the Dash app on `server` and register every page's callbacks on it."""
+    app = Dash(
+        __name__,
+        server=server,
+        title="prunescape",
+        assets_folder=str(ASSETS),
+        suppress_callback_exceptions=True,
+        update_title=None,
+        serve_locally=True,
+    )
+    app.layout = _layout()
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"))
+    def render_page(pathname: str | None):
+        return route(pathname or "/")
+
+    components.register(app)
+    for page in (studies, study, run, new):
+        page.register(app, client_factory)
+    _replace_catchall(app)
+    return app
+
+
+def route(pathname: str) -> Any:
+    """Pathname -> page layout. Every page is addressable and survives a reload."""
+    parts = [part for part in pathname.strip("/").split("/") if part]
+    if not parts:
+        return studies.layout()
+    if parts == ["new"]:
+        return new.layout()
+    if len(parts) == 2 and parts[0] == "studies":
+        return study.layout(parts[1])
+    if len(parts) == 2 and parts[0] == "runs":
+        return run.layout(parts[1])
+    return html.Div(
+        [
+            html.H1("Page not found"),
+            html.P(["No page at ", html.Code(pathname), ". "]),
+            dcc.Link("All studies", href="/"),
+        ]
+    )
+
+
+def _replace_catchall(app: Dash) -> None:
+    """Dash's FastAPI backend adds a GET `{path:path}` route at startup that answers every path,
+    /api/v1/typo included, with the dashboard's HTML. Ours serves the dashboard only outside the
+    API's prefixes, so unknown API paths stay JSON 404s."""
+
+    def setup() -> None:
+        async def catchall(request: Request, path: str) -> Response:
+            if ("/" + path).startswith(RESERVED_PREFIXES):
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
+            from dash.backends._fastapi import reset_current_request, set_current_request
+
+            token = set_current_request(request)
+            try:
+                app._setup_server()  # noqa: SLF001 - Dash runs it only for "/" and /_dash-* paths
+                return Response(content=app.index(), media_type="text/html")
+            finally:
+                reset_current_request(token)
+
+        app.backend.server.add_api_route(
+            "/{path:path}", catchall, methods=["GET"], include_in_schema=False, name="dashboard"
+        )
+
+    app.backend._setup_catchall = setup  # noqa: SLF001 - the backend exposes no other hook
+
+
+def mount_dashboard(app: FastAPI, settings: Any = None) -> Dash:
+    """Serve the dashboard at / of the API's FastAPI app (called by `backend.api.create_app`)."""
+    return build_dash(app, make_client_factory(settings))
+
+
+def create_standalone(api_url: str) -> FastAPI:
+    """The dashboard as its own process, talking to the API at `api_url`."""
+    server = FastAPI(title="prunescape dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    build_dash(server, make_client_factory(api_url=api_url))
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m frontend.app", description="prunescape dashboard alone")
+    parser.add_argument("--api-url", default=os.environ.get("PRUNESCAPE_API_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8050)
+    args = parser.parse_args(argv)
+    import uvicorn
+
+    uvicorn.run(create_standalone(args.api_url), host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

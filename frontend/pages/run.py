@@ -1,0 +1,119 @@
+"""`/runs/<id>`: one run's hyperparameters, status, attempts, worker, error, epoch curves, artefacts."""
+
+from __future__ import annotations
+
+from dash import Dash, Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
+
+from frontend.api_client import API_PREFIX, ApiError
+from frontend.figures import epoch_curves_figure
+from frontend.pages.components import figure_card, fmt, status_badge
+from frontend.pages.normalise import FINISHED_STATES
+
+
+def layout(run_id: str) -> html.Div:
+    return html.Div(
+        [
+            dcc.Store(id="run-id", data=run_id),
+            dcc.Interval(id="run-poll", interval=3000),
+            html.Div(id="run-header"),
+            html.Div(
+                [
+                    html.Div(id="run-details", className="panel"),
+                    figure_card("epoch-curves", "Epoch curves"),
+                ],
+                className="grid-2",
+            ),
+            html.Div(id="run-artefacts", className="panel"),
+        ]
+    )
+
+
+def _row(label: str, value) -> html.Tr:
+    return html.Tr([html.Th(label), html.Td(value)])
+
+
+def _epochs(run: dict) -> list[dict]:
+    epochs = run.get("epochs") or run.get("metrics") or run.get("history") or []
+    return epochs if isinstance(epochs, list) else []
+
+
+def render(run: dict) -> tuple:
+    run_id = run.get("id")
+    study_id = run.get("study_id")
+    title = [html.H1(f"Run {run_id}")]
+    subtitle = [status_badge(run.get("status"))]
+    if study_id is not None:
+        subtitle += [" of ", dcc.Link(f"study {study_id}", href=f"/studies/{study_id}")]
+    subtitle += [f" · variant {run.get('variant', '—')} · {run.get('kind', 'train')}"]
+    header = html.Div([*title, html.P(subtitle)])
+    hyper = run.get("hyperparameters") or {}
+    lr = run.get("lr", hyper.get("lr"))
+    wd = run.get("wd", run.get("weight_decay", hyper.get("weight_decay")))
+    rows = [
+        _row("learning rate", fmt(lr, 4)),
+        _row("weight decay", fmt(wd, 6)),
+        _row("seed", fmt(run.get("seed", hyper.get("seed")))),
+        _row("grid index (i, j)", f"{fmt(run.get('grid_i'))}, {fmt(run.get('grid_j'))}"),
+        _row("top-1 (%)", fmt(run.get("top1"))),
+        _row("top-5 (%)", fmt(run.get("top5"))),
+        _row("epochs done", fmt(run.get("epochs_done", len(_epochs(run)) or None))),
+        _row("attempts", fmt(run.get("attempts"))),
+        _row("worker", run.get("worker") or "—"),
+        _row("device", run.get("device") or "—"),
+        _row("started", run.get("started_at") or "—"),
+        _row("finished", run.get("finished_at") or "—"),
+        _row("seconds", fmt(run.get("seconds"), 1)),
+    ]
+    recipe = run.get("recipe") or hyper
+    if recipe:
+        rows.append(
+            _row(
+                "recipe",
+                html.Code(
+                    ", ".join(f"{k}={v}" for k, v in recipe.items() if k not in ("lr", "weight_decay"))
+                ),
+            )
+        )
+    error = run.get("error")
+    details = [html.H3("Hyperparameters and status"), html.Table(html.Tbody(rows), className="plain")]
+    if error:
+        details.append(html.Pre(str(error), className="error", style={"whiteSpace": "pre-wrap"}))
+    artefacts = run.get("artifacts") or run.get("artefacts") or []
+    links = []
+    for item in artefacts:
+        if isinstance(item, str):
+            item = {"name": item}
+        name = item.get("name") or item.get("kind") or "artefact"
+        href = item.get("url") or item.get("href") or f"{API_PREFIX}/runs/{run_id}/artifacts/{name}"
+        size = item.get("size_bytes", item.get("bytes"))
+        links.append(
+            html.Li([html.A(name, href=href, download=name), f" ({fmt(size / 1e6, 2)} MB)" if size else ""])
+        )
+    artefact_panel = [
+        html.H3("Artefacts"),
+        html.Ul(links) if links else html.P("none stored", className="muted"),
+    ]
+    return header, details, epoch_curves_figure(_epochs(run)), artefact_panel
+
+
+def register(app: Dash, client_factory) -> None:
+    @app.callback(
+        Output("run-header", "children"),
+        Output("run-details", "children"),
+        Output({"type": "fig", "name": "epoch-curves"}, "figure"),
+        Output("run-artefacts", "children"),
+        Output("run-poll", "disabled"),
+        Input("run-poll", "n_intervals"),
+        State("run-id", "data"),
+    )
+    async def load_run(_n, run_id):
+        if not run_id:
+            raise PreventUpdate
+        try:
+            run = await client_factory().get_run(run_id)
+        except ApiError as exc:
+            message = html.P(f"Run {run_id}: {exc.detail}", className="error")
+            return message, None, {}, None, exc.status == 404
+        header, details, figure, artefacts = render(run)
+        return header, details, figure, artefacts, run.get("status") in FINISHED_STATES

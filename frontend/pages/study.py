@@ -1,0 +1,393 @@
+"""`/studies/<id>`: the study's landscapes side by side on one colour scale, its two result
+tables, risk, shift verdicts, accuracy vs cost, pruning details, sensitivity scans and the grid
+extension. Polls the API while runs are going and stops when the study is done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from frontend.api_client import ApiError
+from frontend.figures import (
+    kept_fractions_figure,
+    landscape_figure,
+    risk_box_figure,
+    sensitivity_figure,
+    tradeoff_figure,
+    weight_histogram_figure,
+)
+from frontend.figures import record as rec
+from frontend.pages import study_data as sd
+from frontend.pages.components import data_table, figure_card, fmt, progress_bar, status_badge
+from frontend.pages.normalise import study_is_done, study_summary
+
+POLL_MS = 3000
+
+
+def layout(study_id: str) -> html.Div:
+    return html.Div(
+        [
+            dcc.Store(id="study-id", data=study_id),
+            dcc.Store(id="study-data"),
+            dcc.Interval(id="study-poll", interval=POLL_MS),
+            html.Div(id="study-header"),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Label("metric", style={"marginRight": "8px"}),
+                            dcc.RadioItems(
+                                id="study-metric",
+                                options=[
+                                    {"label": " top-1", "value": "top1"},
+                                    {"label": " top-5", "value": "top5"},
+                                ],
+                                value="top1",
+                                inline=True,
+                                inputStyle={"marginLeft": "8px"},
+                            ),
+                        ],
+                        style={"display": "flex", "alignItems": "center"},
+                    ),
+                    html.Div(
+                        [
+                            html.Label("colour floor (accuracy %), shared by all variants"),
+                            dcc.Slider(
+                                id="study-floor",
+                                min=0,
+                                max=100,
+                                step=0.1,
+                                value=None,
+                                marks=None,
+                                tooltip={"placement": "bottom", "always_visible": True},
+                            ),
+                        ],
+                        className="slider-wrap",
+                    ),
+                ],
+                className="controls panel",
+            ),
+            html.H2("Landscapes"),
+            html.P(id="study-scale-note", className="note"),
+            html.Div(id="study-landscapes", className="grid-cards"),
+            html.H2("ROI ellipses"),
+            html.Div(id="study-ellipse-table", className="panel"),
+            html.H2("Performance risk of not retuning"),
+            html.Div(id="study-risk-table", className="panel"),
+            html.Div(id="study-shift", className="panel"),
+            html.Div(
+                [
+                    figure_card("risk-absolute", "Risk, absolute (pp)"),
+                    figure_card("risk-relative", "Risk, relative (%)"),
+                ],
+                className="grid-2",
+            ),
+            html.H2("Accuracy vs cost"),
+            html.Div(
+                [
+                    figure_card("tradeoff-latency", "Accuracy vs latency (batch 1)"),
+                    figure_card("tradeoff-size", "Accuracy vs size on disk"),
+                ],
+                className="grid-2",
+            ),
+            html.Div(id="study-measure-table", className="panel", style={"marginTop": "16px"}),
+            html.H2("Pruning"),
+            html.Div(id="study-kept", className="grid-cards"),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Label("weight histograms of variant"),
+                            dcc.Dropdown(id="study-hist-variant", clearable=False, style={"width": "220px"}),
+                            html.Label("layer"),
+                            dcc.Dropdown(id="study-hist-layer", clearable=False, style={"width": "320px"}),
+                        ],
+                        className="controls",
+                        style={"marginBottom": "8px"},
+                    ),
+                    figure_card("weight-histogram", "Weight histogram"),
+                ],
+                className="panel",
+                style={"marginTop": "16px"},
+            ),
+            html.Div(id="study-sensitivity"),
+            html.H2("Grid extension"),
+            html.Div(
+                [
+                    html.Div(id="study-extension"),
+                    html.Button("Extend the grid as proposed", id="study-extend", className="primary"),
+                    html.Span(id="study-extend-result", style={"marginLeft": "12px"}),
+                ],
+                className="panel",
+            ),
+        ]
+    )
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def header(study: dict) -> html.Div:
+    s = study_summary(study)
+    return html.Div(
+        [
+            html.H1([s["name"], " ", status_badge(s["status"])]),
+            html.Div(
+                [
+                    html.Span([html.B("model "), s["model"] or "—"]),
+                    html.Span([html.B("dataset "), s["dataset"] or "—"]),
+                    html.Span([html.B("variants "), ", ".join(map(str, s["variants"])) or "—"]),
+                    html.Span([html.B("created by "), s["created_by"] or "—"]),
+                    html.Span([html.B("study id "), str(s["id"])]),
+                ],
+                className="meta",
+            ),
+            html.Div(progress_bar(s["done"], s["planned"]), id="study-progress", style={"maxWidth": "480px"}),
+        ]
+    )
+
+
+def landscape_cards(analysis: dict, floor: float | None) -> list:
+    cards = []
+    for variant in rec.variant_names(analysis):
+        fig = landscape_figure(analysis, variant, floor=floor)
+        best = rec.best_point(analysis, variant)
+        note = (
+            f"best {fmt(best['value'])} % at lr {fmt(best['lr'], 4)}, wd {fmt(best['wd'], 6)}"
+            if best
+            else None
+        )
+        cards.append(figure_card(f"landscape-{variant}", variant, fig, note=note))
+    return cards
+
+
+def register(app: Dash, client_factory) -> None:
+    @app.callback(
+        Output("study-data", "data"),
+        Output("study-poll", "disabled"),
+        Input("study-poll", "n_intervals"),
+        Input("study-metric", "value"),
+        State("study-id", "data"),
+        State("study-data", "data"),
+    )
+    async def load_study(_n, metric, study_id, current):
+        if not study_id:
+            raise PreventUpdate
+        client = client_factory()
+        try:
+            study = await client.get_study(study_id)
+        except ApiError as exc:
+            return {"error": str(exc.detail), "status": exc.status}, exc.status == 404
+        try:
+            analysis = await client.get_analysis(study_id, metric or "top1")
+        except ApiError as exc:  # e.g. 409 before the first run finishes: show the study anyway
+            analysis = {
+                "metric": metric or "top1",
+                "variants": [],
+                "results": {},
+                "unavailable": str(exc.detail),
+            }
+        extras = await sd.load_extras(client, study_id, study)
+        data = {"study": study, "analysis": analysis, "extras": extras, "metric": metric}
+        data["digest"] = _digest(data)
+        done = study_is_done(study)
+        if current and current.get("digest") == data["digest"]:
+            return no_update, done
+        return data, done
+
+    @app.callback(
+        Output("study-header", "children"),
+        Output("study-floor", "min"),
+        Output("study-floor", "max"),
+        Output("study-floor", "value"),
+        Input("study-data", "data"),
+        State("study-floor", "value"),
+        State("study-floor", "min"),
+        State("study-floor", "max"),
+    )
+    def show_header(data, floor, old_min, old_max):
+        if not data:
+            raise PreventUpdate
+        if "error" in data:
+            return html.P(f"Study: {data['error']}", className="error"), no_update, no_update, no_update
+        analysis = data["analysis"]
+        low, high = sd.observed_range(analysis)
+        default_floor, _ = rec.colour_range(analysis)
+        # keep the user's floor across polls; reset it when the scale itself moved (metric toggle)
+        keep = floor is not None and low <= floor <= high and (old_min, old_max) == (low, high)
+        return header(data["study"]), low, high, floor if keep else round(default_floor, 1)
+
+    @app.callback(
+        Output("study-landscapes", "children"),
+        Output("study-scale-note", "children"),
+        Input("study-data", "data"),
+        Input("study-floor", "value"),
+    )
+    def show_landscapes(data, floor):
+        if not data or "error" in data:
+            raise PreventUpdate
+        analysis = data["analysis"]
+        if "unavailable" in analysis:
+            return [], f"No landscape yet: {analysis['unavailable']}"
+        zmin, zmax = rec.colour_range(analysis, floor)
+        scale = analysis.get("colour_scale") or {}
+        note = (
+            f"One colour scale for every variant: {fmt(zmin)} – {fmt(zmax)} % "
+            f"(default floor = {fmt(scale.get('percentile', 85), 0)}th percentile of all observed accuracies; "
+            "points below the floor take the lowest colour). Solid red: 0.5-ROI ellipse, dashed black: 1.0-ROI "
+            "ellipse (k = 2 standard deviations, ≥ 5 points). Star: best point; ✕: diverged; open circle: no "
+            "result yet. Click a point to open its run."
+        )
+        return landscape_cards(analysis, floor), note
+
+    @app.callback(
+        Output("url", "pathname", allow_duplicate=True),
+        Input({"type": "fig", "name": ALL}, "clickData"),
+        prevent_initial_call=True,
+    )
+    def open_clicked_run(_clicks):
+        trigger = ctx.triggered_id
+        if not trigger or not str(trigger.get("name", "")).startswith("landscape-"):
+            raise PreventUpdate
+        click = ctx.triggered[0]["value"] if ctx.triggered else None
+        points = (click or {}).get("points") or []
+        custom = points[0].get("customdata") if points else None
+        run_id = custom[0] if isinstance(custom, list) and custom else None
+        if run_id is None:
+            raise PreventUpdate
+        return f"/runs/{run_id}"
+
+    @app.callback(
+        Output("study-ellipse-table", "children"),
+        Output("study-risk-table", "children"),
+        Output("study-shift", "children"),
+        Output({"type": "fig", "name": "risk-absolute"}, "figure"),
+        Output({"type": "fig", "name": "risk-relative"}, "figure"),
+        Input("study-data", "data"),
+    )
+    def show_tables(data):
+        if not data or "error" in data:
+            raise PreventUpdate
+        analysis = data["analysis"]
+        ellipse_rows, ellipse_cols = sd.ellipse_table(analysis)
+        risk_rows, risk_cols = sd.risk_table(analysis)
+        verdicts = [html.H3("Did the optimum move? (shift test of the ROI ellipse centres vs the base)")]
+        verdicts += [html.P(text, className="verdict") for text in sd.shift_verdicts(analysis)] or [
+            html.P("No shift test yet (needs ellipses of the base and the variant).", className="muted")
+        ]
+        risk_series = sd.risk_series(analysis)
+        return (
+            data_table("ellipses", ellipse_rows, ellipse_cols),
+            data_table("risk", risk_rows, risk_cols),
+            verdicts,
+            risk_box_figure(risk_series),
+            risk_box_figure(risk_series, relative=True),
+        )
+
+    @app.callback(
+        Output({"type": "fig", "name": "tradeoff-latency"}, "figure"),
+        Output({"type": "fig", "name": "tradeoff-size"}, "figure"),
+        Output("study-measure-table", "children"),
+        Output("study-kept", "children"),
+        Output("study-sensitivity", "children"),
+        Output("study-extension", "children"),
+        Output("study-extend", "disabled"),
+        Output("study-hist-variant", "options"),
+        Input("study-data", "data"),
+    )
+    def show_measurements(data):
+        if not data or "error" in data:
+            raise PreventUpdate
+        metric = data["analysis"].get("metric", "top1")
+        rows = sd.measurement_rows(data)
+        table_rows, table_cols = sd.measurement_table(rows)
+        measure = [
+            html.H3("Variants measured"),
+            data_table("measurements", table_rows, table_cols),
+            html.P(sd.flops_note(data), className="note"),
+        ]
+        kept = [
+            figure_card(
+                f"kept-{name}", f"Kept filters per layer: {name}", kept_fractions_figure(name, fractions)
+            )
+            for name, fractions in sd.kept_fractions(data).items()
+        ] or [html.P("No structured variant in this study.", className="muted")]
+        scans = sd.sensitivity_scans(data)
+        sensitivity = (
+            [
+                html.H2("Sensitivity scans"),
+                figure_card(
+                    "sensitivity",
+                    "Accuracy after pruning without retraining",
+                    sensitivity_figure(scans, metric=metric),
+                ),
+            ]
+            if scans
+            else []
+        )
+        hist_variants = [name for name, h in sd.histograms(data).items() if h]
+        extension, can_extend = sd.extension_panel(data)
+        return (
+            tradeoff_figure(rows, cost_key="latency_ms", cost_label="latency, batch 1 (ms)", metric=metric),
+            tradeoff_figure(rows, cost_key="size_mb", cost_label="size on disk (MB)", metric=metric),
+            measure,
+            kept,
+            sensitivity,
+            extension,
+            not can_extend,
+            hist_variants,
+        )
+
+    @app.callback(
+        Output("study-hist-variant", "value"),
+        Input("study-hist-variant", "options"),
+        State("study-hist-variant", "value"),
+    )
+    def pick_hist_variant(options, value):
+        if not options:
+            return None
+        return value if value in options else options[-1]
+
+    @app.callback(
+        Output("study-hist-layer", "options"),
+        Output("study-hist-layer", "value"),
+        Input("study-hist-variant", "value"),
+        State("study-hist-layer", "value"),
+        State("study-data", "data"),
+    )
+    def pick_hist_layer(variant, layer, data):
+        layers = sd.histogram_layers(data, variant) if data and variant else []
+        return layers, (layer if layer in layers else (layers[0] if layers else None))
+
+    @app.callback(
+        Output({"type": "fig", "name": "weight-histogram"}, "figure"),
+        Input("study-hist-layer", "value"),
+        State("study-hist-variant", "value"),
+        State("study-data", "data"),
+    )
+    def show_histogram(layer, variant, data):
+        if not data or not variant or not layer:
+            return weight_histogram_figure(layer or "—", {})
+        return weight_histogram_figure(layer, sd.histogram_series(data, variant, layer))
+
+    @app.callback(
+        Output("study-extend-result", "children"),
+        Output("study-poll", "disabled", allow_duplicate=True),
+        Input("study-extend", "n_clicks"),
+        State("study-id", "data"),
+        prevent_initial_call=True,
+    )
+    async def extend(n_clicks, study_id):
+        if not n_clicks:
+            raise PreventUpdate
+        try:
+            answer = await client_factory().extend_study(study_id, {"proposal": True})
+        except ApiError as exc:
+            return html.Span(f"Not extended: {exc.detail}", className="error"), no_update
+        added = sd.extension_added(answer)
+        return html.Span(f"Extended: {added}", className="ok"), False

@@ -1,0 +1,453 @@
+"""The study page's numbers, read out of the API's JSON (analysis record, /compare, /variants).
+
+Pure functions of the `study-data` store, so they are tested without a browser or a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from dash import html
+from dash.dash_table.Format import Format, Scheme
+
+from frontend.api_client import ApiClient, ApiError
+from frontend.figures import record as rec
+from frontend.figures.common import finite
+from frontend.pages.components import fmt
+
+LABELS = {
+    "variant": "variant",
+    "level": "ROI level (pp)",
+    "n_points": "points",
+    "centre_log_wd": "centre log10 wd",
+    "centre_log_lr": "centre log10 lr",
+    "length": "length (log10)",
+    "width": "width (log10)",
+    "angle_deg": "angle (deg)",
+    "mean": "mean d (pp)",
+    "std": "std d (pp)",
+    "median": "median d (pp)",
+    "q1": "Q1 d (pp)",
+    "q3": "Q3 d (pp)",
+    "relative_mean": "mean d/f* (%)",
+    "relative_std": "std d/f* (%)",
+    "n_missing": "no result",
+    "missing": "no result",
+    "n": "points",
+}
+
+
+async def load_extras(client: ApiClient, study_id: Any, study: dict) -> dict:
+    """/compare and /variants of the study; an endpoint that fails leaves its part empty."""
+
+    async def safe(coroutine):
+        try:
+            return await coroutine
+        except ApiError as exc:
+            return {"error": str(exc.detail)}
+
+    compare, variants = await asyncio.gather(
+        safe(client.get(f"/studies/{study_id}/compare")), safe(client.get(f"/studies/{study_id}/variants"))
+    )
+    return {"compare": compare or {}, "variants": (variants or {}).get("items", [])}
+
+
+# --- colour scale ------------------------------------------------------------------------------
+def observed_range(analysis: dict) -> tuple[float, float]:
+    """Slider bounds for the colour floor: lowest to highest observed value of the study."""
+    values = [
+        p["value"]
+        for variant in rec.variant_names(analysis)
+        for p in rec.landscape_points(analysis, variant)
+        if p["value"] is not None
+    ]
+    zmin, zmax = rec.colour_range(analysis)
+    low = math.floor(min(values + [zmin])) if values else math.floor(zmin)
+    high = math.ceil(max(values + [zmax])) if values else math.ceil(zmax)
+    return float(low), float(max(high, low + 1))
+
+
+# --- the two result tables -----------------------------------------------------------------------
+def _columns(rows: list[dict]) -> list[dict]:
+    keys: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in keys:
+                keys.append(key)
+    columns = []
+    for key in keys:
+        values = [row.get(key) for row in rows if finite(row.get(key))]
+        column = {"name": LABELS.get(key, key.replace("_", " ")), "id": key}
+        if values and all(isinstance(v, int) for v in values):
+            column.update(type="numeric", format=Format(group=","))
+        elif key in ("level", "angle_deg"):
+            column.update(type="numeric", format=Format(precision=1, scheme=Scheme.fixed))
+        elif values:
+            column.update(type="numeric", format=Format(precision=4, scheme=Scheme.decimal_or_exponent))
+        columns.append(column)
+    return columns
+
+
+def _flat(row: dict) -> dict:
+    """Table cells must be scalars: lists and dicts are written out."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, list | tuple) and all(finite(v) for v in value) and len(value) == 2:
+            out[key] = f"[{fmt(value[0], 3)}, {fmt(value[1], 3)}]"
+        elif isinstance(value, list | tuple | dict):
+            continue
+        else:
+            out[key] = value
+    return out
+
+
+def summary_table(analysis: dict) -> tuple[list[dict], list[dict]]:
+    """The analysis' own summary table (one row per variant), as the record formats it."""
+    summary = analysis.get("summary") or {}
+    rows = [_flat(row) for row in summary.get("rows") or [] if isinstance(row, dict)]
+    columns = _columns(rows)
+    order = summary.get("columns") or []
+    columns.sort(key=lambda c: order.index(c["id"]) if c["id"] in order else len(order))
+    return rows, columns
+
+
+def ellipse_table(analysis: dict) -> tuple[list[dict], list[dict]]:
+    """Per variant and ROI level: points, centre, length, width, angle (the study's first table)."""
+    rows = []
+    for variant in rec.variant_names(analysis):
+        raw = rec.result(analysis, variant).get("ellipse") or {}
+        reasons = rec.result(analysis, variant).get("ellipse_reason") or {}
+        roi = rec.result(analysis, variant).get("roi") or {}
+        for level in sorted(set(raw) | set(roi), key=float):
+            e = raw.get(level)
+            row = {
+                "variant": variant,
+                "level": float(level),
+                "n_points": (roi.get(level) or {}).get("n_points"),
+            }
+            if e:
+                row.update(
+                    centre_log_wd=e["centre"][0],
+                    centre_log_lr=e["centre"][1],
+                    length=e["length"],
+                    width=e["width"],
+                    angle_deg=e["angle_deg"],
+                    note="",
+                )
+            else:
+                row.update(
+                    centre_log_wd=None,
+                    centre_log_lr=None,
+                    length=None,
+                    width=None,
+                    angle_deg=None,
+                    note=reasons.get(level) or "no ellipse",
+                )
+            rows.append(row)
+    return rows, _columns(rows)
+
+
+def risk_table(analysis: dict) -> tuple[list[dict], list[dict]]:
+    """Per variant: d over the base's 0.5-ROI, mean / std / quartiles (the study's second table)."""
+    rows = []
+    for variant in rec.variant_names(analysis):
+        risk = rec.result(analysis, variant).get("risk") or {}
+        quartiles = risk.get("quartiles") or [None, None, None]
+        rel = [risk.get("rel_mean"), risk.get("rel_std")]
+        rows.append(
+            {
+                "variant": variant,
+                "n": risk.get("n"),
+                "missing": risk.get("missing"),
+                "mean": risk.get("mean"),
+                "std": risk.get("std"),
+                "q1": quartiles[0],
+                "median": quartiles[1],
+                "q3": quartiles[2],
+                "relative_mean": rel[0] * 100 if finite(rel[0]) else None,
+                "relative_std": rel[1] * 100 if finite(rel[1]) else None,
+                "note": risk.get("reason") or "",
+            }
+        )
+    return rows, _columns(rows)
+
+
+def risk_series(analysis: dict) -> list[dict]:
+    """Box-plot input: the full list of d (pp) and d^R (fraction) per variant, base first."""
+    series = []
+    for variant in rec.variant_names(analysis):
+        risk = rec.result(analysis, variant).get("risk") or {}
+        series.append(
+            {
+                "variant": variant,
+                "values": risk.get("values") or [],
+                "relative_values": risk.get("rel_values") or [],
+            }
+        )
+    return series
+
+
+def shift_verdicts(analysis: dict) -> list[str]:
+    """One sentence per compressed variant and ROI level: did its ellipse centre move from the base's?"""
+    sentences = []
+    for variant in rec.variant_names(analysis)[1:]:
+        for level, test in sorted(
+            (rec.result(analysis, variant).get("shift") or {}).items(), key=lambda kv: float(kv[0])
+        ):
+            if isinstance(test, dict):
+                sentences.append(shift_sentence(variant, level, test))
+    return sentences
+
+
+def shift_sentence(variant: str, level: Any, test: dict) -> str:
+    where = f"{variant}, {level}-ROI: "
+    if not test.get("tested") or test.get("p_value") is None:
+        return where + f"not tested ({test.get('reason') or 'too few points'})."
+    p = fmt(test["p_value"], 3)
+    delta = test.get("delta") or [None, None]
+    move = f"centre moved {fmt(delta[0], 2)} in log10 wd and {fmt(delta[1], 2)} in log10 lr"
+    if test.get("significant"):
+        verdict = test.get("verdict") or "significant shift"
+        return where + f"{verdict} ({move}; permutation p = {p} < {test.get('alpha', 0.05)})."
+    return where + f"no significant shift ({move}; permutation p = {p})."
+
+
+# --- measurements ------------------------------------------------------------------------------
+def latency_ms(latency: Any, batch: int) -> float | None:
+    """Median latency in ms of one batch size, whatever nesting the measurement used."""
+    if not isinstance(latency, dict):
+        return None
+    for key in (str(batch), batch, f"batch_{batch}", f"b{batch}", f"bs{batch}"):
+        entry = latency.get(key) if key in latency else None
+        if entry is None and isinstance(latency.get("batches"), dict):
+            entry = latency["batches"].get(str(batch))
+        if entry is None:
+            continue
+        if finite(entry):
+            return float(entry)
+        if isinstance(entry, dict):
+            for name, scale in (
+                ("median_ms", 1.0),
+                ("median", 1000.0),
+                ("median_s", 1000.0),
+                ("p50_ms", 1.0),
+            ):
+                if finite(entry.get(name)):
+                    return float(entry[name]) * scale
+    if isinstance(latency.get("batches"), list):
+        for entry in latency["batches"]:
+            if entry.get("batch_size") == batch and finite(entry.get("median_ms")):
+                return float(entry["median_ms"])
+    return None
+
+
+def measurement_rows(data: dict) -> list[dict]:
+    """One row per variant from /compare: best accuracies, params, FLOPs, size, latency."""
+    compare = (data.get("extras") or {}).get("compare") or {}
+    rows = []
+    for item in compare.get("variants") or []:
+        rows.append(
+            {
+                "variant": item.get("name"),
+                "kind": item.get("kind"),
+                "top1": item.get("best_top1"),
+                "top5": item.get("best_top5"),
+                "params": item.get("params"),
+                "params_nonzero": item.get("params_nonzero"),
+                "compression_rate": item.get("compression_rate"),
+                "flops": item.get("flops"),
+                "flops_kept": item.get("flops_kept"),
+                "size_mb": item.get("size_mb"),
+                "size_sparse_mb": item["size_sparse_bytes"] / 1e6
+                if finite(item.get("size_sparse_bytes"))
+                else None,
+                "latency_ms": latency_ms(item.get("latency"), 1),
+                "latency_ms_32": latency_ms(item.get("latency"), 32),
+                "finished_runs": item.get("finished_runs"),
+            }
+        )
+    return rows
+
+
+MEASURE_COLUMNS = [
+    ("variant", "variant", None),
+    ("kind", "kind", None),
+    ("params", "params", Format(group=",")),
+    ("params_nonzero", "non-zero params", Format(group=",")),
+    ("compression_rate", "compression rate (x)", Format(precision=3, scheme=Scheme.fixed)),
+    ("flops", "FLOPs", Format(precision=3, scheme=Scheme.exponent)),
+    ("flops_kept", "kept FLOPs ratio", Format(precision=3, scheme=Scheme.fixed)),
+    ("size_mb", "size (MB)", Format(precision=3, scheme=Scheme.fixed)),
+    ("size_sparse_mb", "sparse size (MB)", Format(precision=3, scheme=Scheme.fixed)),
+    ("latency_ms", "latency b1 (ms)", Format(precision=3, scheme=Scheme.fixed)),
+    ("latency_ms_32", "latency b32 (ms)", Format(precision=3, scheme=Scheme.fixed)),
+    ("top1", "best top-1 (%)", Format(precision=2, scheme=Scheme.fixed)),
+    ("top5", "best top-5 (%)", Format(precision=2, scheme=Scheme.fixed)),
+    ("finished_runs", "finished runs", Format(group=",")),
+]
+
+
+def measurement_table(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    columns = []
+    for key, name, number_format in MEASURE_COLUMNS:
+        column = {"name": name, "id": key}
+        if number_format is not None:
+            column.update(type="numeric", format=number_format)
+        columns.append(column)
+    return rows, columns
+
+
+def flops_note(data: dict) -> str:
+    compare = (data.get("extras") or {}).get("compare") or {}
+    convention = (
+        compare.get("flops_convention") or "2 per multiply-accumulate of conv and linear layers, batch 1"
+    )
+    return f"FLOPs: {convention}. Latency: median of timed runs; size: the saved artefact in MB (1e6 bytes)."
+
+
+# --- per-variant stored details ----------------------------------------------------------------
+def _variants(data: dict) -> list[dict]:
+    return (data.get("extras") or {}).get("variants") or []
+
+
+def kept_fractions(data: dict) -> dict[str, dict[str, float]]:
+    return {
+        v["name"]: v["kept_fractions"]
+        for v in _variants(data)
+        if v.get("kind") == "structured" and isinstance(v.get("kept_fractions"), dict)
+    }
+
+
+def histograms(data: dict) -> dict[str, dict]:
+    return {v["name"]: v.get("histograms") or {} for v in _variants(data)}
+
+
+def _layer_histograms(hists: dict) -> dict[str, dict]:
+    """{layer: {edges, counts}}, also when stored as {'after': {layer: ...}} or {'layers': {...}}."""
+    for key in ("after", "layers", "weights"):
+        if isinstance(hists.get(key), dict):
+            return hists[key]
+    return {k: v for k, v in hists.items() if isinstance(v, dict) and "counts" in v}
+
+
+def histogram_layers(data: dict, variant: str) -> list[str]:
+    return list(_layer_histograms(histograms(data).get(variant) or {}))
+
+
+def histogram_series(data: dict, variant: str, layer: str) -> dict[str, dict]:
+    """The layer's weights before (the variant's source: base or the pruned model) and after."""
+    by_name = {v["name"]: v for v in _variants(data)}
+    hists = histograms(data).get(variant) or {}
+    series = {}
+    before = hists.get("before") if isinstance(hists.get("before"), dict) else None
+    if before is None:
+        source = (by_name.get(variant) or {}).get("source") or next(
+            (v["name"] for v in _variants(data) if v.get("kind") == "base"), None
+        )
+        if source and source != variant:
+            before = _layer_histograms(histograms(data).get(source) or {})
+            label = f"{source} (before)"
+        else:
+            label = "before"
+    else:
+        label = "before"
+    if before and layer in before:
+        series[label] = before[layer]
+    after = _layer_histograms(hists).get(layer)
+    if after:
+        series[f"{variant} (after)"] = after
+    return series
+
+
+def sensitivity_scans(data: dict) -> list[dict]:
+    """Curves {'label', 'fractions', 'accuracy'} from every variant's stored scan."""
+    curves = []
+    for v in _variants(data):
+        scan = v.get("scan")
+        if not scan:
+            continue
+        entries = scan if isinstance(scan, list) else scan.get("points") or scan.get("results") or []
+        if isinstance(scan, dict) and "fractions" in scan:
+            curves.append(
+                {
+                    "label": v["name"],
+                    "fractions": scan["fractions"],
+                    "accuracy": scan.get("top1") or scan.get("accuracy"),
+                }
+            )
+            continue
+        groups: dict[str, list[tuple[float, float]]] = {}
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            fraction = entry.get("fraction", entry.get("p"))
+            accuracy = entry.get("top1", entry.get("accuracy"))
+            if not finite(fraction) or not finite(accuracy):
+                continue
+            parts = [v["name"], entry.get("kind"), entry.get("scope"), entry.get("layer")]
+            label = " · ".join(str(p) for p in parts if p)
+            groups.setdefault(label, []).append((fraction, accuracy))
+        for label, pairs in groups.items():
+            pairs.sort()
+            curves.append(
+                {"label": label, "fractions": [p[0] for p in pairs], "accuracy": [p[1] for p in pairs]}
+            )
+    return curves
+
+
+# --- grid extension ----------------------------------------------------------------------------
+SIDE_WORDS = {
+    ("lr", "low"): "a row of lower learning rates",
+    ("lr", "high"): "a row of higher learning rates",
+    ("wd", "low"): "a column of lower weight decays",
+    ("wd", "high"): "a column of higher weight decays",
+}
+
+
+def extension_proposal(analysis: dict) -> dict:
+    """The base variant's auto-extension proposal (the API extends by it with `proposal: true`)."""
+    names = rec.variant_names(analysis)
+    return (rec.result(analysis, names[0]).get("extension") or {}) if names else {}
+
+
+def extension_text(analysis: dict) -> tuple[str, bool]:
+    """(sentence, whether there is something to extend)."""
+    proposal = extension_proposal(analysis)
+    sides = proposal.get("sides") or []
+    if not proposal.get("needed") or not sides:
+        reason = proposal.get("reason")
+        return (
+            "No extension proposed: no point of the base model's 1.0-ROI lies on the grid's edge"
+            + (f" ({reason})." if reason else "."),
+            False,
+        )
+    parts = [
+        f"{SIDE_WORDS.get((s.get('axis'), s.get('side')), s.get('axis'))} at {fmt(s.get('value'), 6)}"
+        for s in sides
+    ]
+    return (
+        f"The base model's {proposal.get('level', 1.0)}-ROI touches the grid's edge. Proposed: add "
+        + "; ".join(parts)
+        + f" ({proposal.get('n_points', '?')} new grid points per variant).",
+        True,
+    )
+
+
+def extension_panel(data: dict) -> tuple[list, bool]:
+    """Panel text and whether the extend button is usable."""
+    study = data.get("study") or {}
+    if study.get("kind") == "imported":
+        return [
+            html.P("Imported studies cannot be extended (no training behind them).", className="muted")
+        ], False
+    text, possible = extension_text(data.get("analysis") or {})
+    return [html.P(text)], possible
+
+
+def extension_added(answer: dict) -> str:
+    return (
+        f"{answer.get('added_points', 0)} grid points, {answer.get('added_runs', 0)} runs planned; "
+        f"lr range {answer.get('lr_range')}, wd range {answer.get('wd_range')}"
+    )

@@ -1,0 +1,219 @@
+"""The figure functions, from a hand-built analysis record (tests/frontend/records.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import pytest
+
+from frontend.figures import (
+    AXIS_LR,
+    AXIS_WD,
+    epoch_curves_figure,
+    figure_to_csv,
+    kept_fractions_figure,
+    landscape_figure,
+    landscape_figures,
+    pareto_front,
+    risk_box_figure,
+    sensitivity_figure,
+    tradeoff_figure,
+    weight_histogram_figure,
+)
+from frontend.figures.common import ellipse_outline
+from frontend.pages import study_data as sd
+from tests.frontend.records import make_record
+
+
+def _by_name(fig, name):
+    return next(t for t in fig.data if t.name == name)
+
+
+@pytest.fixture
+def record():
+    return make_record()
+
+
+def test_landscape_has_contour_runs_ellipses_and_best(record):
+    fig = landscape_figure(record, "base")
+    names = [t.name for t in fig.data]
+    assert [t.type for t in fig.data].count("contour") == 1
+    assert names.count("runs") == 1
+    assert "0.5-ROI ellipse" in names and "1.0-ROI ellipse" in names
+    assert "best" in names
+    # base has no diverged or missing points
+    assert "diverged" not in names and "no result yet" not in names
+    assert fig.layout.xaxis.title.text == AXIS_WD == "log10 weight decay"
+    assert fig.layout.yaxis.title.text == AXIS_LR == "log10 learning rate"
+    contour = next(t for t in fig.data if t.type == "contour")
+    assert contour.colorbar.title.text == "top-1 accuracy (%)"
+
+
+def test_ellipses_use_two_different_dash_styles(record):
+    fig = landscape_figure(record, "u50")
+    half, one = _by_name(fig, "0.5-ROI ellipse"), _by_name(fig, "1.0-ROI ellipse")
+    assert half.line.dash != one.line.dash
+    assert {half.line.dash, one.line.dash} == {"solid", "dash"}
+    # the outline is closed and has the record's full axes
+    xs, ys = list(one.x), list(one.y)
+    assert math.isclose(xs[0], xs[-1], abs_tol=1e-9) and math.isclose(ys[0], ys[-1], abs_tol=1e-9)
+    centre = record["results"]["u50"]["ellipse"]["1.0"]["centre"]
+    radii = [math.hypot(x - centre[0], y - centre[1]) for x, y in zip(xs, ys, strict=True)]
+    assert math.isclose(max(radii), 0.9 / 2, rel_tol=1e-3)
+    assert math.isclose(min(radii), 0.5 / 2, rel_tol=2e-3)
+
+
+def test_every_variant_shares_one_colour_range(record):
+    figs = landscape_figures(record)
+    assert list(figs) == ["base", "u50"]
+    scale = record["colour_scale"]
+    for fig in figs.values():
+        contour = next(t for t in fig.data if t.type == "contour")
+        runs = _by_name(fig, "runs")
+        assert (contour.zmin, contour.zmax) == (scale["min"], scale["max"])
+        assert (runs.marker.cmin, runs.marker.cmax) == (scale["min"], scale["max"])
+    # a floor moves every variant's lower end together
+    floored = landscape_figures(record, floor=91.0)
+    assert {next(t for t in f.data if t.type == "contour").zmin for f in floored.values()} == {91.0}
+
+
+def test_points_carry_run_ids_and_diverged_missing_are_marked(record):
+    fig = landscape_figure(record, "u50")
+    runs = _by_name(fig, "runs")
+    run_ids = {row[0] for row in runs.customdata}
+    assert 2000 in run_ids and 2011 in run_ids  # first seed's run id of (0,0) and (1,1)
+    diverged = _by_name(fig, "diverged")
+    assert [row[0] for row in diverged.customdata] == [2022]
+    assert diverged.marker.symbol != runs.marker.symbol
+    missing = _by_name(fig, "no result yet")
+    assert list(missing.x) == [-3.6] and list(missing.y) == [-1.4]
+    best = _by_name(fig, "best")
+    assert best.customdata[0][0] == record["results"]["u50"]["best"]["run_ids"][0]
+    # tooltip names lr, wd, the metric, seeds and the run
+    for word in ("run", "lr", "wd", "top-1", "seeds"):
+        assert word in runs.hovertemplate
+
+
+def test_scatter_colours_are_clipped_at_the_floor(record):
+    fig = landscape_figure(record, "u50", floor=90.0)
+    runs = _by_name(fig, "runs")
+    assert min(runs.marker.color) == 90.0
+
+
+def test_landscape_without_results_says_so(record):
+    record["results"]["u50"]["landscape"]["points"] = {"x": [], "y": [], "mean": []}
+    record["results"]["u50"]["landscape"]["z"] = None
+    record["results"]["u50"]["best"] = None
+    fig = landscape_figure(record, "u50")
+    assert not fig.data
+    assert "no finished runs" in fig.layout.annotations[0].text
+
+
+def test_ellipse_outline_rotates():
+    xs, ys = ellipse_outline([0.0, 0.0], 2.0, 1.0, 90.0, n=5)
+    assert math.isclose(xs[0], 0.0, abs_tol=1e-12) and math.isclose(ys[0], 1.0)
+
+
+def test_risk_boxes_base_first_absolute_and_relative(record):
+    series = sd.risk_series(record)
+    absolute = risk_box_figure(series)
+    relative = risk_box_figure(series, relative=True)
+    assert [t.name for t in absolute.data] == ["base", "u50"]
+    assert list(absolute.data[0].y) == record["results"]["base"]["risk"]["values"]
+    assert math.isclose(relative.data[1].y[2], 0.44)  # fraction shown in percent
+    assert "pp" in absolute.layout.yaxis.title.text and "%" in relative.layout.yaxis.title.text
+
+
+def test_pareto_front_and_tradeoff_figure():
+    rows = [
+        {"variant": "base", "top1": 92.0, "latency_ms": 4.0},
+        {"variant": "u50", "top1": 91.0, "latency_ms": 2.0},
+        {"variant": "bad", "top1": 90.0, "latency_ms": 3.0},  # slower and worse than u50
+        {"variant": "q8", "top1": 91.5, "latency_ms": None},
+    ]
+    front = pareto_front((r["latency_ms"], r["top1"], r["variant"]) for r in rows)
+    assert [p[2] for p in front] == ["u50", "base"]
+    fig = tradeoff_figure(rows, cost_key="latency_ms", cost_label="latency (ms)")
+    assert [t.name for t in fig.data] == ["Pareto front", "variants"]
+    assert list(fig.data[1].text) == ["base", "u50", "bad"]
+    assert fig.layout.xaxis.title.text == "latency (ms)"
+
+
+def test_other_figures_draw_their_inputs():
+    kept = kept_fractions_figure("n50", {"layer1.0.conv1": 0.5, "layer2.0.conv1": 0.75})
+    assert list(kept.data[0].y) == [0.5, 0.75]
+    hist = weight_histogram_figure(
+        "conv1",
+        {"before": {"edges": [0, 1, 2], "counts": [3, 4]}, "after": {"edges": [0, 1, 2], "counts": [0, 4]}},
+    )
+    assert [t.name for t in hist.data] == ["before", "after"] and list(hist.data[0].x) == [0.5, 1.5]
+    curves = epoch_curves_figure(
+        [
+            {"epoch": 1, "train_loss": 2.0, "val_loss": 1.5, "top1": 50.0, "top5": 80.0, "lr": 0.1},
+            {"epoch": 2, "train_loss": 1.0, "val_loss": 1.2, "top1": 60.0, "top5": 85.0, "lr": 0.01},
+        ]
+    )
+    names = [t.name for t in curves.data]
+    assert {"train loss", "val loss", "val top-1", "val top-5", "learning rate"} <= set(names)
+    assert list(next(t for t in curves.data if t.name == "val top-1").y) == [50.0, 60.0]
+    scan = sensitivity_figure([{"label": "base · structured", "fractions": [0, 0.5], "accuracy": [92, 80]}])
+    assert list(scan.data[0].y) == [92, 80]
+
+
+def test_figure_csv_holds_every_point(record):
+    fig = landscape_figure(record, "base")
+    rows = list(csv.DictReader(io.StringIO(figure_to_csv(fig.to_plotly_json()))))
+    runs = [r for r in rows if r["trace"] == "runs"]
+    assert len(runs) == 9
+    assert {r["customdata_0"] for r in runs} >= {"1000", "1011"}
+    contour = [r for r in rows if r["trace"].endswith("(contour)")]
+    assert len(contour) == 9 and float(max(contour, key=lambda r: float(r["value"]))["value"]) == 92.0
+
+
+def test_tables_and_verdicts_from_the_record(record):
+    rows, columns = sd.ellipse_table(record)
+    assert [(r["variant"], r["level"]) for r in rows] == [
+        ("base", 0.5),
+        ("base", 1.0),
+        ("u50", 0.5),
+        ("u50", 1.0),
+    ]
+    assert rows[1]["length"] == 0.9 and rows[1]["width"] == 0.5
+    assert {c["id"] for c in columns} >= {"length", "width", "angle_deg", "n_points"}
+    risk_rows, _ = sd.risk_table(record)
+    assert risk_rows[0]["mean"] == 0.4 and math.isclose(risk_rows[0]["relative_mean"], 0.44)
+    verdicts = sd.shift_verdicts(record)
+    assert verdicts[0].startswith("u50, 0.5-ROI: no significant shift")
+    assert "shift towards larger lr" in verdicts[1] and "0.004" in verdicts[1]
+
+
+def test_latency_reader_accepts_nested_measurements():
+    assert sd.latency_ms({"1": {"median_ms": 3.5}, "32": {"median_ms": 40.0}}, 32) == 40.0
+    assert sd.latency_ms({"batches": [{"batch_size": 1, "median_ms": 2.0}]}, 1) == 2.0
+    assert sd.latency_ms(None, 1) is None
+
+
+def test_figures_from_a_real_analysis_record():
+    """The same drawing from what backend.analysis.analyse makes of the synthetic 5 x 5 study."""
+    from backend.analysis import analyse
+    from tests.frontend.synthetic import rows
+
+    table = [dict(r, run_id=n + 1) for n, r in enumerate(rows(seeds=2))]
+    record = analyse(table).to_dict()
+    figs = landscape_figures(record)
+    assert list(figs) == ["base", "u50"]
+    scale = record["colour_scale"]
+    for variant, fig in figs.items():
+        contour = next(t for t in fig.data if t.type == "contour")
+        assert (contour.zmin, contour.zmax) == (scale["min"], scale["max"])
+        dashes = {t.line.dash for t in fig.data if t.name and t.name.endswith("ROI ellipse")}
+        assert dashes == {"solid", "dash"}, variant
+        best = _by_name(fig, "best")
+        assert best.customdata[0][0] == record["results"][variant]["best"]["run_ids"][0]
+    diverged = _by_name(figs["u50"], "diverged")
+    assert len(diverged.x) == 1 and diverged.customdata[0][0] in {99, 100}
+    ellipse_rows, _ = sd.ellipse_table(record)
+    base_half = next(r for r in ellipse_rows if r["variant"] == "base" and r["level"] == 0.5)
+    assert base_half["length"] == record["results"]["base"]["ellipse"]["0.5"]["length"]
