@@ -1,0 +1,529 @@
+"""Engine subcommands of `prunescape`: measure, train, prune, quantise, scan.
+
+Registered by `backend.cli.main` through `register(subparsers)`. Torch and the engine are imported
+inside the handlers so `prunescape --help` and the web commands stay light. Every bad argument is
+reported on one line naming the argument, with exit status 2: range checks raise
+`ArgumentError` (a ValueError, which main() prints), and argparse's own errors (missing or
+malformed options) are rerouted to the same one-line form. `--json` prints one JSON object on
+stdout; progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from workers.engine.errors import EngineError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from workers.engine.data import Data
+
+
+class ArgumentError(EngineError):
+    """A command-line argument with a value the command cannot use; the message names it."""
+
+
+def _one_line_errors(parser: argparse.ArgumentParser, command: str) -> None:
+    def error(message: str) -> NoReturn:
+        print(f"prunescape {command}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def _add(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    _one_line_errors(parser, name)
+    return parser
+
+
+# --- argument parsing helpers --------------------------------------------------------------------
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    match = re.fullmatch(r"\s*(\d+)x(\d+)x(\d+)\s*", text or "")
+    if not match or min(int(g) for g in match.groups()) < 1:
+        raise ArgumentError(f"--input must look like 3x32x32 (C x H x W, positive), got {text!r}")
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def parse_fractions(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ArgumentError(
+            f"--fractions must be comma-separated numbers like 0,0.5,0.9, got {text!r}"
+        ) from None
+    if not values or any(not 0 <= v < 1 for v in values):
+        raise ArgumentError(f"--fractions must be numbers in [0, 1), got {text!r}")
+    return values
+
+
+def _positive(value: int | float | None, flag: str) -> None:
+    if value is not None and value <= 0:
+        raise ArgumentError(f"{flag} must be > 0, got {value}")
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print("\n".join(lines))
+
+
+def _model_from_name(name: str, num_classes: int | None, input_text: str | None, weights: str | None):
+    from workers.engine.models import build_model, get_model_info
+
+    info = get_model_info(name)
+    shape = parse_input_shape(input_text) if input_text else info.input_shape
+    _positive(num_classes, "--num-classes")
+    model = build_model(name, num_classes=num_classes, input_shape=shape, weights_path=weights)
+    return model, shape, num_classes or info.num_classes
+
+
+def _load_model_file(path: str) -> tuple[nn.Module, dict[str, Any]]:
+    from workers.engine.artifacts import load_model
+
+    if not Path(path).is_file():
+        raise ArgumentError(f"--model-file: {path} does not exist")
+    return load_model(path)
+
+
+def _meta_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
+    return tuple(int(d) for d in meta["input_shape"])  # type: ignore[return-value]
+
+
+def _load_data(name: str, path: str | None) -> Data:
+    from workers.engine.data import DatasetSpec, load_dataset
+
+    return load_dataset(DatasetSpec(name=name, path=path))
+
+
+# --- measure -------------------------------------------------------------------------------------
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from workers.engine.flops import FLOPS_CONVENTION, count_flops
+    from workers.engine.measure import count_params, environment_info, file_size_bytes, latency
+
+    _positive(args.threads, "--threads")
+    if args.model_file:
+        model, meta = _load_model_file(args.model_file)
+        shape, name = _meta_shape(meta), meta.get("model_name")
+    else:
+        model, shape, _ = _model_from_name(args.model, args.num_classes, args.input, None)
+        name = args.model
+    params, nonzero = count_params(model)
+    flops = count_flops(model, shape)
+    payload: dict[str, Any] = {
+        "model": name,
+        "input_shape": list(shape),
+        "params": params,
+        "params_nonzero": nonzero,
+        "flops": flops,
+        "flops_convention": FLOPS_CONVENTION,
+    }
+    lines = [
+        f"model          {name}",
+        f"input          {'x'.join(map(str, shape))}",
+        f"params         {params:,} ({nonzero:,} non-zero)",
+        f"FLOPs          {flops:,}  [{FLOPS_CONVENTION}]",
+    ]
+    if args.model_file:
+        payload["size_bytes"] = file_size_bytes(args.model_file)
+        lines.append(f"size           {payload['size_bytes'] / 1e6:.3f} MB")
+    if args.layers:
+        from workers.engine.pruning import prunable_layers
+
+        payload["layers"] = [
+            {"name": info.name, "out_channels": info.out_channels, "flops_share": info.flops_share}
+            for info in prunable_layers(model)
+        ]
+        lines += [f"  {row['name']:<40} {row['out_channels']:>5} channels" for row in payload["layers"]]
+    if args.latency:
+        payload["latency"] = latency(model, shape, threads=args.threads)
+        payload["environment"] = environment_info()
+        lines += [
+            f"latency b={batch}  median {t['median_ms']:.3f} ms  p90 {t['p90_ms']:.3f} ms"
+            for batch, t in payload["latency"]["by_batch"].items()
+        ]
+    _emit(args, payload, lines)
+    return 0
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from workers.engine.artifacts import save_model
+    from workers.engine.models import build_model
+    from workers.engine.training import Recipe, train
+
+    for flag, value in (("--epochs", args.epochs), ("--lr", args.lr), ("--batch-size", args.batch_size)):
+        _positive(value, flag)
+    if args.wd is not None and args.wd < 0:
+        raise ArgumentError(f"--wd must be >= 0, got {args.wd}")
+    overrides = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "weight_decay": args.wd,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+    }
+    recipe = Recipe(**{k: v for k, v in overrides.items() if v is not None})
+    data = _load_data(args.dataset, args.data_path)
+    model = build_model(args.model, num_classes=data.num_classes, input_shape=data.input_shape)
+    with tqdm(total=recipe.epochs, desc=f"train {args.model}", unit="epoch", file=sys.stderr) as bar:
+
+        def on_epoch(metrics: Any) -> None:
+            bar.set_postfix(loss=f"{metrics.train_loss:.3f}", val_top1=f"{metrics.val_top1:.1f}")
+            bar.update(1)
+
+        result = train(model, data, recipe, on_epoch=on_epoch)
+    meta = {"dataset": args.dataset, "recipe": recipe.to_dict(), "top1": result.top1, "top5": result.top5}
+    size = save_model(
+        model,
+        args.out,
+        model_name=args.model,
+        num_classes=data.num_classes,
+        input_shape=tuple(data.input_shape),
+        meta=meta,
+    )
+    payload = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "status": result.status,
+        "epochs": result.epochs,
+        "top1": result.top1,
+        "top5": result.top5,
+        "seconds": result.seconds,
+        "device": str(result.device),
+        "recipe": recipe.to_dict(),
+        "out": str(args.out),
+        "size_bytes": size,
+    }
+    _emit(
+        args,
+        payload,
+        [
+            f"{result.status}: top1 {result.top1:.2f} %, top5 {result.top5:.2f} % -> {args.out} ({size:,} bytes)"
+        ],
+    )
+    return 0
+
+
+# --- prune ---------------------------------------------------------------------------------------
+
+
+def _read_layer_ratios(path: str) -> dict[str, float]:
+    try:
+        plan = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ArgumentError(f"--layer-ratios: {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ArgumentError(f"--layer-ratios: {path} is not valid JSON ({exc})") from None
+    if not isinstance(plan, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in plan.items()
+    ):
+        raise ArgumentError(
+            f"--layer-ratios: {path} must hold an object {{layer name: fraction of filters to remove}}"
+        )
+    return {k: float(v) for k, v in plan.items()}
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from workers.engine.artifacts import save_model, sparse_size_bytes
+    from workers.engine.flops import FLOPS_CONVENTION, count_flops
+    from workers.engine.measure import count_params
+
+    modes = [args.method is not None, args.layer_ratios is not None, args.unstructured is not None]
+    if sum(modes) != 1:
+        raise ArgumentError(
+            "give exactly one of --method (with --flops-ratio), --layer-ratios or --unstructured"
+        )
+    if args.method is not None and args.flops_ratio is None:
+        raise ArgumentError("--method needs --flops-ratio")
+    if args.flops_ratio is not None:
+        if args.method is None:
+            raise ArgumentError("--flops-ratio needs --method uniform|nonuniform")
+        if not 0 < args.flops_ratio <= 1:
+            raise ArgumentError(f"--flops-ratio must be in (0, 1], got {args.flops_ratio}")
+    if args.unstructured is not None and not 0 <= args.unstructured < 1:
+        raise ArgumentError(f"--unstructured must be in [0, 1), got {args.unstructured}")
+
+    if args.model_file:
+        if args.weights or args.model:
+            raise ArgumentError("--model-file already holds the model; drop --model/--weights")
+        model, meta = _load_model_file(args.model_file)
+        name, shape, classes = meta["model_name"], _meta_shape(meta), int(meta["num_classes"])
+    elif args.model:
+        name = args.model
+        model, shape, classes = _model_from_name(name, args.num_classes, args.input, args.weights)
+    else:
+        raise ArgumentError("give --model NAME or --model-file FILE")
+
+    payload: dict[str, Any] = {
+        "model": name,
+        "input_shape": list(shape),
+        "flops_convention": FLOPS_CONVENTION,
+    }
+    if args.unstructured is not None:
+        from workers.engine.pruning import prune_unstructured
+
+        base_params, _ = count_params(model)
+        flops = count_flops(model, shape)
+        result = prune_unstructured(model, amount=args.unstructured, scope=args.scope, permanent=True)
+        params, nonzero = count_params(result.model)
+        payload.update(
+            kind="unstructured",
+            scope=args.scope,
+            amount=args.unstructured,
+            sparsity=result.sparsity,
+            zero_weights=result.zero_weights,
+            prunable_weights=result.prunable_weights,
+            base_params=base_params,
+            params=params,
+            params_nonzero=nonzero,
+            base_flops=flops,
+            flops=flops,  # dense FLOPs: zeros are still multiplied by a dense kernel
+            flops_ratio=1.0,
+            layers=[],
+        )
+        pruned = result.model
+        meta_extra = {"unstructured": {"amount": args.unstructured, "scope": args.scope}}
+    else:
+        from workers.engine.pruning import prune_structured, prune_with_plan
+
+        if args.layer_ratios is not None:
+            result = prune_with_plan(model, shape, _read_layer_ratios(args.layer_ratios))
+            payload.update(kind="structured", method="plan")
+        else:
+            result = prune_structured(model, shape, method=args.method, flops_ratio=args.flops_ratio)
+            payload.update(kind="structured", method=args.method, target_flops_ratio=args.flops_ratio)
+        pruned = result.model
+        params, nonzero = count_params(pruned)
+        payload.update(
+            base_params=result.base_params,
+            params=result.params,
+            params_nonzero=nonzero,
+            base_flops=result.base_flops,
+            flops=result.flops,
+            flops_ratio=result.flops_ratio,
+            layers=[
+                {
+                    "name": layer,
+                    "kept_channels": result.kept_channels[layer],
+                    "kept_fraction": result.kept_fractions.get(layer),
+                }
+                for layer in result.kept_channels
+            ],
+        )
+        meta_extra = {"structured": {"method": payload["method"], "kept_fractions": result.kept_fractions}}
+    size = save_model(
+        pruned, args.out, model_name=name, num_classes=classes, input_shape=shape, meta=meta_extra
+    )
+    payload.update(out=str(args.out), size_bytes=size, sparse_size_bytes=sparse_size_bytes(pruned))
+    lines = [
+        f"{payload['kind']} pruning of {name}: params {payload['base_params']:,} -> {payload['params']:,} "
+        f"({payload['params_nonzero']:,} non-zero), FLOPs {payload['base_flops']:,} -> {payload['flops']:,} "
+        f"(ratio {payload['flops_ratio']:.3f})",
+        *(f"  {row['name']:<40} keeps {row['kept_channels']} channels" for row in payload["layers"]),
+        f"-> {args.out} ({size:,} bytes dense, {payload['sparse_size_bytes']:,} sparse-encoded)",
+    ]
+    _emit(args, payload, lines)
+    return 0
+
+
+# --- quantise ------------------------------------------------------------------------------------
+
+
+def _quantise(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from workers.engine.artifacts import save_model
+    from workers.engine.measure import environment_info, file_size_bytes, latency
+    from workers.engine.quantise import OnnxClassifier, export_onnx, quantise_int8, to_fp16
+    from workers.engine.training import evaluate
+
+    _positive(args.threads, "--threads")
+    _positive(args.calib_batches, "--calib-batches")
+    _positive(args.calib_batch_size, "--calib-batch-size")
+    model, meta = _load_model_file(args.model_file)
+    shape = _meta_shape(meta)
+    data = _load_data(args.dataset, args.data_path)
+    if tuple(data.input_shape) != shape:
+        raise ArgumentError(
+            f"--dataset {args.dataset} gives {'x'.join(map(str, data.input_shape))} inputs but "
+            f"--model-file was built for {'x'.join(map(str, shape))}"
+        )
+    steps = 3 + (0 if args.no_latency else 2)
+    from tqdm import tqdm
+
+    with tqdm(total=steps, desc=f"quantise {args.mode}", unit="step", file=sys.stderr) as bar:
+        _, fp32_top1, fp32_top5 = evaluate(model, data)
+        bar.update(1)
+        fp32_file_size = file_size_bytes(args.model_file)
+        with tempfile.TemporaryDirectory(prefix="prunescape-cli-") as tmp:
+            fp32_onnx_size = file_size_bytes(export_onnx(model, shape, Path(tmp) / "fp32.onnx"))
+        bar.update(1)
+        if args.mode in ("int8", "mixed"):
+            calib = data.calibration_batches(args.calib_batches, args.calib_batch_size)
+            out = quantise_int8(model, calib, args.out, mixed=args.mode == "mixed")
+            runner: Any = OnnxClassifier(out)
+            q_top1, q_top5 = runner.evaluate(data)
+            runtime = "onnxruntime"
+        else:
+            runner = to_fp16(model)
+            _, q_top1, q_top5 = evaluate(runner, data)
+            save_model(
+                runner.model,
+                args.out,
+                model_name=meta["model_name"],
+                num_classes=int(meta["num_classes"]),
+                input_shape=shape,
+                meta={"precision": "fp16"},
+            )
+            out = Path(args.out)
+            runtime = "torch"
+        bar.update(1)
+        payload: dict[str, Any] = {
+            "model": meta.get("model_name"),
+            "mode": args.mode,
+            "runtime": runtime,
+            "fp32_top1": fp32_top1,
+            "fp32_top5": fp32_top5,
+            "top1": q_top1,
+            "top5": q_top5,
+            "fp32_size_bytes": fp32_file_size,
+            "fp32_onnx_size_bytes": fp32_onnx_size,
+            "size_bytes": file_size_bytes(out),
+            "out": str(out),
+        }
+        if not args.no_latency:
+            payload["fp32_latency"] = latency(model, shape, threads=args.threads)
+            bar.update(1)
+            payload["latency"] = latency(runner if runtime == "torch" else out, shape, threads=args.threads)
+            bar.update(1)
+            payload["environment"] = environment_info()
+    lines = [
+        f"{args.mode} ({runtime}): top1 {fp32_top1:.2f} -> {q_top1:.2f} %, top5 {fp32_top5:.2f} -> {q_top5:.2f} %",
+        f"size: fp32 {fp32_file_size / 1e6:.3f} MB (ONNX {fp32_onnx_size / 1e6:.3f} MB) -> "
+        f"{payload['size_bytes'] / 1e6:.3f} MB at {out}",
+    ]
+    if not args.no_latency:
+        for batch, timing in payload["latency"]["by_batch"].items():
+            base = payload["fp32_latency"]["by_batch"][batch]
+            lines.append(
+                f"latency b={batch}: fp32 {base['median_ms']:.3f} ms -> {args.mode} {timing['median_ms']:.3f} ms (median)"
+            )
+    _emit(args, payload, lines)
+    return 0
+
+
+# --- scan ----------------------------------------------------------------------------------------
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from workers.engine.scan import DEFAULT_FRACTIONS, sensitivity_scan
+
+    fractions = parse_fractions(args.fractions) if args.fractions else list(DEFAULT_FRACTIONS)
+    model, meta = _load_model_file(args.model_file)
+    data = _load_data(args.dataset, args.data_path)
+    with tqdm(desc=f"scan {args.kind}/{args.scope}", unit="point", file=sys.stderr) as bar:
+        rows = sensitivity_scan(
+            model,
+            data,
+            kind=args.kind,
+            fractions=fractions,
+            scope=args.scope,
+            input_shape=_meta_shape(meta),
+            on_row=lambda _row: bar.update(1),
+        )
+    measure = "sparsity" if args.kind == "unstructured" else "flops_ratio"
+    payload = {"model": meta.get("model_name"), "kind": args.kind, "scope": args.scope, "rows": rows}
+    lines = [f"{'layer':<30} {'fraction':>8} {measure:>11} {'top1':>7} {'top5':>7}"] + [
+        f"{row['layer'] or '(global)':<30} {row['fraction']:>8.2f} {row[measure]:>11.3f} "
+        f"{row['top1']:>7.2f} {row['top5']:>7.2f}"
+        for row in rows
+    ]
+    _emit(args, payload, lines)
+    return 0
+
+
+# --- registration --------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    """Add measure, train, prune, quantise and scan to the `prunescape` command."""
+    p = _add(subparsers, "measure", "Parameters, FLOPs, prunable layers and latency of a model.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="registry model name, e.g. resnet56")
+    source.add_argument("--model-file", help="a model saved by prunescape train/prune")
+    p.add_argument("--input", help="input shape CxHxW (default: the model's)")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--layers", action="store_true", help="list the prunable layers")
+    p.add_argument("--latency", action="store_true", help="time batch 1 and 32 on the CPU")
+    p.add_argument("--threads", type=int, help="threads for --latency (default: torch's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_measure)
+
+    p = _add(subparsers, "train", "Train a model on a data set with the study's recipe.")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-path")
+    p.add_argument("--model", required=True)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--wd", type=float, help="weight decay")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", required=True, help="where to save the trained model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = _add(subparsers, "prune", "Prune a model structurally (to a FLOPs ratio or a plan) or unstructured.")
+    p.add_argument("--model", help="registry model name")
+    p.add_argument("--model-file", help="a model saved by prunescape train/prune (instead of --model)")
+    p.add_argument("--input", help="input shape CxHxW for --model (default: the model's)")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--weights", help="state_dict file for --model")
+    p.add_argument("--method", choices=("uniform", "nonuniform"))
+    p.add_argument("--flops-ratio", type=float, help="fraction of the base FLOPs to keep, in (0, 1]")
+    p.add_argument("--layer-ratios", help="JSON file {layer: fraction of its filters to remove}")
+    p.add_argument("--unstructured", type=float, metavar="AMOUNT", help="fraction of weights to zero")
+    p.add_argument("--scope", choices=("layer", "global"), default="layer", help="for --unstructured")
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_prune)
+
+    p = _add(subparsers, "quantise", "Quantise a trained model (int8 / mixed with ONNX Runtime, or fp16).")
+    p.add_argument("--model-file", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-path")
+    p.add_argument("--mode", choices=("int8", "mixed", "fp16"), required=True)
+    p.add_argument("--out", required=True, help=".onnx for int8/mixed; a model file for fp16")
+    p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument("--calib-batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, help="threads for latency (default: torch's)")
+    p.add_argument("--no-latency", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_quantise)
+
+    p = _add(subparsers, "scan", "Accuracy after pruning a fraction, without retraining.")
+    p.add_argument("--model-file", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-path")
+    p.add_argument("--kind", choices=("unstructured", "structured"), required=True)
+    p.add_argument("--scope", choices=("global", "layer"), default="global")
+    p.add_argument("--fractions", help="comma-separated, default 0,0.1,...,0.9")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_scan)

@@ -1,0 +1,273 @@
+"""Measurements of a model (SPEC section 6): parameters, size, latency, weight histograms, environment.
+
+Latency protocol: a fixed thread count (recorded), >= 10 warm-up and >= 50 timed runs per batch
+size, median and p90 in milliseconds per batch, `torch.cuda.synchronize` around every timed CUDA
+run. Smaller `warmup`/`runs` are allowed (quick checks, tests) but the result then says
+`meets_spec: false`, so such a figure is never shown as a SPEC measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from workers.engine.errors import EngineError
+
+SPEC_MIN_WARMUP = 10
+SPEC_MIN_RUNS = 50
+CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+class MeasurementError(EngineError):
+    """A measurement asked for with arguments that cannot work (shape, runs, file)."""
+
+
+def _effective_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Each parameter once; where a torch.nn.utils.prune mask is attached, the masked weight."""
+    tensors = []
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is None:
+                continue
+            if name.endswith("_orig") and hasattr(module, name[: -len("_orig")]):
+                tensors.append(getattr(module, name[: -len("_orig")]))
+            else:
+                tensors.append(param)
+    return tensors
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, nonzero) parameters; shared parameters count once."""
+    seen: set[int] = set()
+    total = nonzero = 0
+    for tensor in _effective_tensors(model):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        total += tensor.numel()
+        nonzero += int(torch.count_nonzero(tensor.detach()).item())
+    return total, nonzero
+
+
+def compression_rate(base_params: int, params: int) -> float:
+    """How many times smaller: base parameters / parameters (nonzero ones for unstructured pruning)."""
+    if params <= 0:
+        raise MeasurementError(f"compression_rate: params must be > 0, got {params}")
+    return base_params / params
+
+
+def file_size_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes on disk, including an ONNX external-data file next to the model if there is one."""
+    file = Path(path)
+    if not file.is_file():
+        raise MeasurementError(f"file_size_bytes: {file} does not exist")
+    size = file.stat().st_size
+    external = file.with_name(file.name + ".data")
+    if file.suffix == ".onnx" and external.is_file():
+        size += external.stat().st_size
+    return size
+
+
+# --- latency -------------------------------------------------------------------------------------
+
+
+def _time_runs(run: Callable[[], Any], warmup: int, runs: int, sync: Callable[[], None]) -> list[float]:
+    for _ in range(warmup):
+        run()
+    sync()
+    times_ms = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        sync()
+        times_ms.append((time.perf_counter() - start) * 1000.0)
+    return times_ms
+
+
+def _summary(times_ms: list[float], batch_size: int) -> dict[str, float]:
+    median = statistics.median(times_ms)
+    return {
+        "median_ms": median,
+        "p90_ms": float(np.percentile(times_ms, 90)),
+        "min_ms": min(times_ms),
+        "images_per_s": batch_size * 1000.0 / median if median > 0 else float("inf"),
+    }
+
+
+def _is_onnx(model: object) -> bool:
+    from workers.engine.quantise import OnnxClassifier
+
+    return isinstance(model, OnnxClassifier) or (
+        isinstance(model, str | os.PathLike) and str(model).endswith(".onnx")
+    )
+
+
+def latency(
+    model_or_onnx: nn.Module | str | os.PathLike[str] | Any,
+    input_shape: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    warmup: int = 10,
+    runs: int = 50,
+    threads: int | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Latency per batch size of a torch module (on `device`, default CPU) or an ONNX model (ORT CPU).
+
+    Returns {"runtime", "device", "device_name", "threads", "warmup", "runs", "meets_spec",
+    "input_shape", "by_batch": {"1": {"median_ms", "p90_ms", "min_ms", "images_per_s"}, ...}}.
+    `threads` defaults to torch's current thread count for both runtimes, so they compare.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise MeasurementError(f"latency: input_shape must be (C, H, W), got {tuple(input_shape)}")
+    if warmup < 0 or runs < 1 or not batch_sizes or min(batch_sizes) < 1:
+        raise MeasurementError(
+            f"latency: need warmup >= 0, runs >= 1 and batch sizes >= 1, got {warmup}, {runs}, {batch_sizes}"
+        )
+    n_threads = int(threads) if threads is not None else torch.get_num_threads()
+    if n_threads < 1:
+        raise MeasurementError(f"latency: threads must be >= 1, got {threads}")
+    result: dict[str, Any] = {
+        "warmup": warmup,
+        "runs": runs,
+        "meets_spec": warmup >= SPEC_MIN_WARMUP and runs >= SPEC_MIN_RUNS,
+        "threads": n_threads,
+        "input_shape": list(shape),
+        "by_batch": {},
+    }
+
+    if _is_onnx(model_or_onnx):
+        from workers.engine.quantise import OnnxClassifier
+
+        path = model_or_onnx.path if isinstance(model_or_onnx, OnnxClassifier) else model_or_onnx
+        classifier = OnnxClassifier(path, threads=n_threads)
+        result.update(runtime="onnxruntime", device="cpu", device_name=_cpu_model_name())
+        for batch in batch_sizes:
+            x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
+            times = _time_runs(lambda x=x: classifier.predict(x), warmup, runs, lambda: None)
+            result["by_batch"][str(batch)] = _summary(times, batch)
+        return result
+
+    if not isinstance(model_or_onnx, nn.Module):
+        raise MeasurementError(
+            f"latency: expected a torch module or an .onnx path, got {type(model_or_onnx).__name__}"
+        )
+    model = model_or_onnx
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = dev.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)
+    result.update(
+        runtime="torch",
+        device=str(dev),
+        device_name=torch.cuda.get_device_name(dev) if cuda else _cpu_model_name(),
+    )
+    was_training = {m: m.training for m in model.modules()}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    original_device = next((p.device for p in model.parameters()), dev)
+    try:
+        model.to(dev).eval()
+        with torch.inference_mode():
+            for batch in batch_sizes:
+                x = torch.randn((batch, *shape), device=dev)
+                times = _time_runs(lambda x=x: model(x), warmup, runs, sync)
+                result["by_batch"][str(batch)] = _summary(times, batch)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.to(original_device)
+        for module, flag in was_training.items():
+            module.training = flag
+    return result
+
+
+# --- weight histograms ---------------------------------------------------------------------------
+
+
+def _histogram(values: np.ndarray, bins: int) -> dict[str, Any]:
+    counts, edges = np.histogram(values.ravel(), bins=bins)
+    return {
+        "edges": edges.tolist(),
+        "counts": counts.tolist(),
+        "total": int(values.size),
+        "zeros": int((values == 0).sum()),
+    }
+
+
+def weight_histograms(model: nn.Module | str | os.PathLike[str], bins: int = 40) -> dict[str, dict[str, Any]]:
+    """Per conv/linear layer: histogram of its weights {edges, counts, total, zeros}.
+
+    Accepts an ONNX file too: int8 weights are dequantised (q - zero_point) * scale so a layer
+    compares directly with its fp32 self. ONNX layers are named like the torch modules when the
+    exporter kept the names (ours does); note that exported convs have BatchNorm folded in.
+    """
+    if bins < 1:
+        raise MeasurementError(f"weight_histograms: bins must be >= 1, got {bins}")
+    if isinstance(model, nn.Module):
+        layers = {}
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv2d | nn.Linear | nn.Conv1d | nn.Conv3d):
+                weight = module.weight.detach().to("cpu", torch.float32).numpy()
+                layers[name] = _histogram(weight, bins)
+        return layers
+    import onnx
+
+    from workers.engine.quantise import onnx_weights
+
+    path = Path(model)
+    if not path.is_file():
+        raise MeasurementError(f"weight_histograms: {path} does not exist")
+    return {w.layer: _histogram(w.dequantised(), bins) for w in onnx_weights(onnx.load(str(path)))}
+
+
+# --- environment ---------------------------------------------------------------------------------
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor block of /proc/cpuinfo (Linux); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    info = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+    return info
+
+
+def _cpu_model_name() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def environment_info() -> dict[str, Any]:
+    """What a latency or accuracy figure depends on: library versions, CPU, threads, GPU."""
+    import onnxruntime
+    import torchvision
+
+    cpu = _cpuinfo()
+    flags = set(cpu.get("flags", "").split())
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model_name(),
+        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS_OF_INTEREST},
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if cuda else "cpu",
+        "device_name": torch.cuda.get_device_name(0) if cuda else _cpu_model_name(),
+        "cuda_version": torch.version.cuda if cuda else None,
+    }
