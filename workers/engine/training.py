@@ -6,9 +6,25 @@ does (g <- g + wd * w before momentum), He initialisation, a step schedule that 
 
 Loop: airbench / nanoGPT style, no framework. Batches come from `Data.train_batches`, which keeps
 the data on the device; one (CPU) `torch.Generator` seeded by `recipe.seed` drives shuffling and
-augmentation, and `torch.manual_seed(recipe.seed)` fixes the He init. Loss and correct counts accumulate in device tensors and are read once per epoch,
-so there is no host sync per step. Consequently divergence (a NaN/inf loss) is detected at epoch
-granularity: the epoch in which the loss blows up still runs to its end.
+augmentation, and `torch.manual_seed(recipe.seed)` fixes the He init.
+
+Fast path. None of these changes the recipe's meaning (model, optimiser, schedule, batch size,
+augmentation distribution, epochs); each is a recorded Recipe field or a constant named here, and
+`TrainResult.fast_path` says which ones took effect on the device the run used:
+- data on the device: small sets live there as uint8 and are cropped/flipped there in whole batches
+  (`data.TensorData`); nothing crosses the host per step.
+- no host sync per step: loss and correct counts accumulate in device tensors and are read once per
+  epoch. Consequently divergence (a NaN/inf loss) is detected at epoch granularity: the epoch in
+  which the loss blows up still runs to its end.
+- `channels_last` (default on, CUDA only): NHWC model and batches, the layout tensor-core convs
+  want. Ignored on CPU; the model is handed back in the default layout either way.
+- cudnn.benchmark (constant, CUDA): input shapes are fixed, so cudnn times its kernels once.
+- fused SGD (CUDA; CPU where this torch has it), else the multi-tensor foreach SGD: one kernel for
+  all parameters instead of one per tensor; same update rule as the plain loop.
+- evaluation in large batches (`eval_batch_size`, default 1000) under `torch.no_grad`.
+- `compile` (default off): `torch.compile` of the training forward/backward. Same maths, different
+  kernels; its first epoch pays the compilation. Evaluation stays eager (no eval-mode recompile).
+- `amp` (default off, CUDA only): bf16 autocast. It changes numerics, so it is never implied.
 
 Every epoch ends with an atomic checkpoint (model, optimizer, scheduler, generator and torch RNG
 states, metrics history, recipe). A `train()` call that finds the checkpoint resumes from it, and on
@@ -54,7 +70,7 @@ class RecipeError(TrainingError):
 
 _INT_FIELDS = ("epochs", "batch_size", "seed", "eval_batch_size")
 _FLOAT_FIELDS = ("lr", "weight_decay", "momentum", "gamma")
-_BOOL_FIELDS = ("nesterov", "augment", "amp", "channels_last")
+_BOOL_FIELDS = ("nesterov", "augment", "amp", "channels_last", "compile")
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,8 @@ class Recipe:
     init: str = "kaiming"
     amp: bool = False  # bf16 autocast, CUDA only; ignored on CPU
     eval_batch_size: int = 1000
-    channels_last: bool = False  # NHWC memory format for model and batches (faster convs on GPUs)
+    channels_last: bool = True  # NHWC model and batches on CUDA (tensor-core convs); ignored on CPU
+    compile: bool = False  # torch.compile the training step's model; same maths, other kernels
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:
@@ -157,7 +174,8 @@ class EpochMetrics:
 class TrainResult:
     """Outcome of `train()`. `top1`/`top5` are the last epoch's validation accuracies (percent);
     `epochs` counts completed epochs including resumed ones; `seconds` sums their wall times.
-    `history` and `optimizer` (which SGD implementation ran) are additions to the contract."""
+    `history`, `optimizer` (which SGD implementation ran) and `fast_path` (which speed switches
+    took effect on this device, see the module docstring) are additions to the contract."""
 
     status: Status
     epochs: int
@@ -167,6 +185,7 @@ class TrainResult:
     device: str
     history: list[EpochMetrics] = dataclasses.field(default_factory=list)
     optimizer: str = ""
+    fast_path: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
@@ -212,7 +231,12 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> tuple[torch.optim.SGD, s
 
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, data: Data, device: torch.device, batch_size: int, amp: bool
+    model: nn.Module,
+    data: Data,
+    device: torch.device,
+    batch_size: int,
+    amp: bool,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[float, float, float]:
     was_training = model.training
     model.eval()
@@ -222,6 +246,7 @@ def _evaluate(
     correctk = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     for x, y in data.val_batches(batch_size, device=device):
+        x = x.contiguous(memory_format=memory_format)
         with _autocast(device, amp):
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
@@ -255,6 +280,21 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
     return contextlib.nullcontext()
 
 
+def fast_path(recipe: Recipe, device: torch.device, data: Data | None = None) -> dict[str, Any]:
+    """Which speed switches take effect for `recipe` on `device` (recorded in TrainResult)."""
+    from workers.engine.data import TensorData  # imagefolder streams through a DataLoader instead
+
+    cuda = device.type == "cuda"
+    return {
+        "data_on_device": isinstance(data, TensorData),
+        "channels_last": recipe.channels_last and cuda,
+        "cudnn_benchmark": cuda,
+        "compile": recipe.compile,
+        "amp_bf16": recipe.amp and cuda,
+        "eval_batch_size": recipe.eval_batch_size,
+    }
+
+
 def train(
     model: nn.Module,
     data: Data,
@@ -278,10 +318,14 @@ def train(
     torch.manual_seed(recipe.seed)  # same seed => same He init (and same dropout, if any)
     if reinit:
         init_kaiming(model)
-    memory_format = torch.channels_last if recipe.channels_last else torch.preserve_format
+    switches = fast_path(recipe, device, data)
+    memory_format = torch.channels_last if switches["channels_last"] else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    if device.type == "cuda":
+    if switches["cudnn_benchmark"]:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cudnn time its kernels once
+    # compiled forward/backward for training steps only; it shares `model`'s parameters, so the
+    # optimizer, checkpoints and evaluation keep using the plain module
+    step_model = torch.compile(model) if recipe.compile else model
     optimizer, optimizer_impl = make_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestone_epochs(recipe), gamma=recipe.gamma)
     # shuffling + augmentation. On the CPU even for CUDA runs: DataLoader samplers (imagefolder) only
@@ -309,10 +353,9 @@ def train(
         for x, y in data.train_batches(
             recipe.batch_size, device=device, generator=generator, augment=recipe.augment
         ):
-            if recipe.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=memory_format)  # no copy unless channels_last
             with _autocast(device, recipe.amp):
-                logits = model(x)
+                logits = step_model(x)
                 loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -325,7 +368,9 @@ def train(
         if seen == 0:
             raise TrainingError("the training set yielded no batches: nothing to train on")
         train_loss = loss_sum.item() / seen  # the one host sync of the epoch
-        val_loss, val_top1, val_top5 = _evaluate(model, data, device, recipe.eval_batch_size, recipe.amp)
+        val_loss, val_top1, val_top5 = _evaluate(
+            model, data, device, recipe.eval_batch_size, recipe.amp, memory_format
+        )
         metrics = EpochMetrics(
             epoch, train_loss, 100.0 * correct.item() / seen, val_loss, val_top1, val_top5, lr,
             time.perf_counter() - started,
@@ -342,11 +387,12 @@ def train(
         if state == "running" and epoch < recipe.epochs and should_stop is not None and should_stop():
             state = "cancelled"
 
+    model.to(memory_format=torch.contiguous_format)  # callers (pruning, export) get the usual layout
     status: Status = "succeeded" if state == "running" else state  # type: ignore[assignment]
     last = history[-1]
     return TrainResult(
         status, len(history), last.val_top1, last.val_top5, sum(m.seconds for m in history), str(device),
-        history, optimizer_impl,
+        history, optimizer_impl, {**switches, "optimizer": optimizer_impl},
     )  # fmt: skip
 
 
