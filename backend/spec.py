@@ -45,6 +45,14 @@ class SpecError(ValueError):
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # Postgres text cannot hold NUL; refuse it here rather than fail at INSERT.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
+
 
 class DatasetSpec(_Strict):
     name: str = Field(min_length=1, max_length=64)

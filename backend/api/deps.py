@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.services.tokens import verify_token
@@ -24,6 +24,13 @@ def get_db(request: Request) -> Iterator[Session]:
     finally:
         session.close()
 
+
+# Primary keys are 32-bit integers on Postgres; larger numbers cannot name a row (and overflow
+# SQLite's driver), so they are rejected at the boundary instead of reaching the database.
+ID_MAX = 2**31 - 1
+StudyId = Annotated[int, Path(ge=1, le=ID_MAX, description="study id")]
+RunId = Annotated[int, Path(ge=1, le=ID_MAX, description="run id")]
+ArtefactId = Annotated[int, Path(ge=1, le=ID_MAX, description="artefact id")]
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_db)]

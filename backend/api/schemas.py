@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands timestamps back naive; they were written in UTC (backend.db.models.utcnow).
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Times go out as ISO 8601 with an offset on every database (docs/api.md: "times are ISO 8601 UTC").
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class _Out(BaseModel):
@@ -39,9 +48,9 @@ class StudySummary(_Out):
     kind: Literal["native", "imported"]
     status: str
     created_by: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    finished_at: UtcDatetime | None
     model: str | None = None
     dataset: str | None = None
     variants: list[str] = []
@@ -81,11 +90,11 @@ class RunOut(_Out):
     epochs_done: int
     error: str | None
     worker: str | None
-    created_at: datetime
-    queued_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
+    created_at: UtcDatetime
+    queued_at: UtcDatetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    heartbeat_at: UtcDatetime | None
 
 
 class RunList(BaseModel):
@@ -112,7 +121,7 @@ class ArtefactOut(_Out):
     variant_id: int | None
     kind: str
     bytes: int | None
-    created_at: datetime
+    created_at: UtcDatetime
     url: str
 
 
@@ -145,8 +154,10 @@ class ExtendOut(BaseModel):
     study_id: int
     added_runs: int
     added_points: int
-    lr_range: tuple[int, int]
-    wd_range: tuple[int, int]
+    # [low, high] index pairs; a list rather than a tuple so the schema avoids `prefixItems`,
+    # which older OpenAPI tooling (and schemathesis' response validator) reads wrongly.
+    lr_range: list[int] = Field(min_length=2, max_length=2)
+    wd_range: list[int] = Field(min_length=2, max_length=2)
     lr_values: list[float]
     wd_values: list[float]
 
@@ -237,3 +248,44 @@ class HealthOut(BaseModel):
     database: dict[str, Any]
     broker: dict[str, Any]
     workers: list[str]
+
+
+class ErrorOut(BaseModel):
+    """Body of every 4xx/5xx except 422: a sentence a user can act on."""
+
+    detail: str
+
+
+class FieldErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """422 body: FastAPI's list shape, `loc` naming the field."""
+
+    detail: list[FieldErrorItem]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
+
+# Documented on every route so the OpenAPI schema lists each status a client can get.
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("the request could not be parsed"),
+    404: _error("unknown study / run / artefact id or variant name"),
+    503: _error("database unavailable; retry after the Retry-After seconds"),
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **READ_ERRORS,
+    401: _error("auth is on and the request has no (or a malformed) bearer token"),
+    403: _error("unknown or revoked token"),
+    409: _error("the action is not possible in the current state"),
+}
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    **WRITE_ERRORS,
+    413: _error("upload above max_upload_bytes"),
+    422: {"model": ValidationErrorOut, "description": "not multipart, no file, or an invalid CSV"},
+}

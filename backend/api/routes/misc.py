@@ -9,22 +9,22 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 
-from backend.api.deps import SessionDep, SettingsDep
-from backend.api.schemas import HealthOut
+from backend.api.deps import ArtefactId, SessionDep, SettingsDep
+from backend.api.schemas import READ_ERRORS, HealthOut
 from backend.services import studies as svc
 
-router = APIRouter(tags=["misc"])
+router = APIRouter(tags=["misc"], responses=READ_ERRORS)
 log = logging.getLogger(__name__)
 
 
 @router.get("/artefacts/{artefact_id}", response_class=FileResponse)
-def download_artefact(artefact_id: int, session: SessionDep, settings: SettingsDep) -> Any:
+def download_artefact(artefact_id: ArtefactId, session: SessionDep, settings: SettingsDep) -> Any:
     path, filename = svc.artefact_file(session, artefact_id, settings)
     return FileResponse(path, filename=filename, media_type="application/octet-stream")
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
-def health(session: SessionDep) -> Any:
+def health(session: SessionDep, settings: SettingsDep) -> Any:
     database: dict[str, Any] = {"ok": True}
     try:
         session.execute(sa.text("select 1"))
@@ -35,7 +35,9 @@ def health(session: SessionDep) -> Any:
     ok = database["ok"] and bool(broker.get("ok")) and bool(workers)
     body = HealthOut(status="ok" if ok else "degraded", database=database, broker=broker, workers=workers)
     if not database["ok"]:
-        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse(
+            body.model_dump(), status_code=503, headers={"Retry-After": str(settings.db_retry_after_s)}
+        )
     return body
 
 

@@ -6,18 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from backend.api.deps import SessionDep, WriterDep
-from backend.api.schemas import RetryOut, RunDetail
+from backend.api.deps import RunId, SessionDep, WriterDep
+from backend.api.schemas import READ_ERRORS, WRITE_ERRORS, RetryOut, RunDetail
 from backend.services import studies as svc
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"], responses=READ_ERRORS)
 
 
 @router.get("/{run_id}", response_model=RunDetail)
-def get_run(run_id: int, session: SessionDep) -> Any:
+def get_run(run_id: RunId, session: SessionDep) -> Any:
     return svc.run_detail(session, run_id)
 
 
-@router.post("/{run_id}/retry", response_model=RetryOut)
-def retry_run(run_id: int, session: SessionDep, _writer: WriterDep) -> Any:
+@router.post("/{run_id}/retry", response_model=RetryOut, responses=WRITE_ERRORS)
+def retry_run(run_id: RunId, session: SessionDep, _writer: WriterDep) -> Any:
     return svc.retry_run(session, run_id)

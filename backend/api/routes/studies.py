@@ -7,10 +7,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 
-from backend.api.deps import SessionDep, SettingsDep, WriterDep
+from backend.api.deps import SessionDep, SettingsDep, StudyId, WriterDep
 from backend.api.schemas import (
+    READ_ERRORS,
+    UPLOAD_ERRORS,
+    WRITE_ERRORS,
     CancelOut,
     Compare,
+    ErrorOut,
     ExtendIn,
     ExtendOut,
     Landscape,
@@ -24,7 +28,7 @@ from backend.services import studies as svc
 from backend.services.errors import FieldError
 from backend.spec import StudySpec
 
-router = APIRouter(prefix="/studies", tags=["studies"])
+router = APIRouter(prefix="/studies", tags=["studies"], responses=READ_ERRORS)
 
 Metric = Literal["top1", "top5"]
 StudyStatus = Literal[STUDY_STATUSES]  # type: ignore[valid-type]
@@ -33,7 +37,7 @@ RunKind = Literal[RUN_KINDS]  # type: ignore[valid-type]
 Sort = Literal[tuple(svc.SORTS)]  # type: ignore[valid-type]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut, responses=WRITE_ERRORS)
 def create_study(spec: StudySpec, session: SessionDep, settings: SettingsDep, writer: WriterDep) -> Any:
     study = svc.create_study(session, spec, settings, created_by=writer)
     return svc.study_view(session, study, detail=True)
@@ -73,7 +77,11 @@ MULTIPART_SCHEMA = {
 
 
 @router.post(
-    "/import", status_code=status.HTTP_201_CREATED, response_model=StudyOut, openapi_extra=MULTIPART_SCHEMA
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyOut,
+    openapi_extra=MULTIPART_SCHEMA,
+    responses=UPLOAD_ERRORS,
 )
 async def import_study(
     request: Request, session: SessionDep, settings: SettingsDep, writer: WriterDep
@@ -94,7 +102,13 @@ async def import_study(
     if not isinstance(name, str | None) or not isinstance(base, str):
         raise FieldError(["body", "name"], "name and base are text fields")
     study = svc.import_csv(
-        session, data, name=name, filename=upload.filename, base=base.strip(), created_by=writer
+        session,
+        data,
+        name=name,
+        filename=upload.filename,
+        base=base.strip(),
+        created_by=writer,
+        max_runs=settings.max_runs_per_study,
     )
     return svc.study_view(session, study, detail=True)
 
@@ -116,20 +130,20 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 @router.get("/{study_id}", response_model=StudyOut)
-def get_study(study_id: int, session: SessionDep) -> Any:
+def get_study(study_id: StudyId, session: SessionDep) -> Any:
     view = svc.study_view(session, svc.get_study(session, study_id), detail=True)
     session.commit()
     return view
 
 
-@router.post("/{study_id}/cancel", response_model=CancelOut)
-def cancel_study(study_id: int, session: SessionDep, _writer: WriterDep) -> Any:
+@router.post("/{study_id}/cancel", response_model=CancelOut, responses=WRITE_ERRORS)
+def cancel_study(study_id: StudyId, session: SessionDep, _writer: WriterDep) -> Any:
     return svc.cancel_study(session, study_id)
 
 
-@router.post("/{study_id}/extend", response_model=ExtendOut)
+@router.post("/{study_id}/extend", response_model=ExtendOut, responses=WRITE_ERRORS)
 def extend_study(
-    study_id: int,
+    study_id: StudyId,
     session: SessionDep,
     settings: SettingsDep,
     _writer: WriterDep,
@@ -139,15 +153,17 @@ def extend_study(
     return svc.extend_study(session, study_id, settings, **body.model_dump())
 
 
-@router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_study(study_id: int, session: SessionDep, settings: SettingsDep, _writer: WriterDep) -> Response:
+@router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, responses=WRITE_ERRORS)
+def delete_study(
+    study_id: StudyId, session: SessionDep, settings: SettingsDep, _writer: WriterDep
+) -> Response:
     svc.delete_study(session, study_id, settings)
     return Response(status_code=204)
 
 
 @router.get("/{study_id}/runs", response_model=RunList)
 def list_runs(
-    study_id: int,
+    study_id: StudyId,
     session: SessionDep,
     variant: Annotated[str | None, Query(max_length=64)] = None,
     status: RunStatus | None = None,
@@ -160,14 +176,18 @@ def list_runs(
     )
 
 
-@router.get("/{study_id}/analysis", response_model=dict[str, Any])
-def analysis(study_id: int, session: SessionDep, metric: Metric = "top1") -> Any:
+@router.get(
+    "/{study_id}/analysis",
+    response_model=dict[str, Any],
+    responses={409: {"model": ErrorOut, "description": "the study has no finished runs yet"}},
+)
+def analysis(study_id: StudyId, session: SessionDep, metric: Metric = "top1") -> Any:
     return svc.analysis_for(session, study_id, metric=metric)
 
 
 @router.get("/{study_id}/landscape", response_model=Landscape)
 def landscape(
-    study_id: int,
+    study_id: StudyId,
     session: SessionDep,
     variant: Annotated[str, Query(min_length=1, max_length=64)] = "base",
     metric: Metric = "top1",
@@ -176,12 +196,12 @@ def landscape(
 
 
 @router.get("/{study_id}/compare", response_model=Compare)
-def compare(study_id: int, session: SessionDep) -> Any:
+def compare(study_id: StudyId, session: SessionDep) -> Any:
     return svc.compare(session, study_id)
 
 
 @router.get("/{study_id}/variants", response_model=VariantList)
-def variants(study_id: int, session: SessionDep) -> Any:
+def variants(study_id: StudyId, session: SessionDep) -> Any:
     return svc.variants_view(session, study_id)
 
 
@@ -190,7 +210,7 @@ def variants(study_id: int, session: SessionDep) -> Any:
     responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
     response_model=None,
 )
-def export(study_id: int, session: SessionDep, format: Literal["csv", "json"] = "csv") -> Any:  # noqa: A002
+def export(study_id: StudyId, session: SessionDep, format: Literal["csv", "json"] = "csv") -> Any:  # noqa: A002
     rows = svc.export_rows(session, study_id)
     if format == "json":
         study = svc.get_study(session, study_id)

@@ -1,0 +1,218 @@
+"""Team mode (PRUNESCAPE_AUTH=1) against a real uvicorn process: every write route, found by walking
+the app's routes, refuses missing / malformed / unknown / revoked tokens; tokens are stored only as
+hashes; no secret reaches the logs or an error body; the dashboard's writes obey the same rule;
+uploads above the limit are refused before the body is read."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.reliability.conftest import API, DEMO_SPEC, LiveServer, row_counts
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+UPLOAD_LIMIT = 1024 * 1024
+CLI = [sys.executable, "-c", "from backend.cli.main import main; raise SystemExit(main())"]
+
+
+def walk_routes(routes: list[Any]) -> Iterator[tuple[str, set[str]]]:
+    """(path, methods) of every HTTP route, through included routers (FastAPI >= 0.16x nests them)."""
+    for route in routes:
+        if hasattr(route, "effective_candidates"):
+            yield from walk_routes(route.effective_candidates())
+            continue
+        original = getattr(route, "original_route", route)
+        path = getattr(route, "path", None) or getattr(original, "path", None)
+        methods = getattr(original, "methods", None)
+        if path and methods:
+            yield path, set(methods)
+
+
+def write_routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
+    return sorted(
+        (method, path) for path, methods in walk_routes(app.routes) for method in methods & WRITE_METHODS
+    )
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[dict[str, Any]]:
+    """A live server with auth on, an active token (alice) and a revoked one (bob), made by the CLI."""
+    data = tmp_path_factory.mktemp("team")
+    shutil.copy(sqlite_template, data / "prunescape.db")
+    env = {
+        "PRUNESCAPE_DATA_DIR": str(data),
+        "PRUNESCAPE_AUTH": "1",
+        "PRUNESCAPE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+        "PRUNESCAPE_MAX_GRID_SIZE": "9",
+    }
+    import os
+
+    cli_env = {**os.environ, **env}
+    made = subprocess.run([*CLI, "token", "create", "alice"], env=cli_env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    alice = made.stdout.strip()
+    bob = subprocess.run([*CLI, "token", "create", "bob"], env=cli_env, capture_output=True, text=True)
+    revoked = subprocess.run([*CLI, "token", "revoke", "bob"], env=cli_env, capture_output=True, text=True)
+    assert revoked.returncode == 0, revoked.stderr
+    server = LiveServer(env, data / "server.log")
+    try:
+        server.wait()
+        yield {
+            "server": server,
+            "url": server.url,
+            "db": f"sqlite:///{data / 'prunescape.db'}",
+            "alice": alice,
+            "bob": bob.stdout.strip(),
+            "cli_output": made.stdout + made.stderr + bob.stderr + revoked.stdout + revoked.stderr,
+            "settings_env": env,
+        }
+    finally:
+        server.stop()
+
+
+def _fill(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def test_every_write_route_refuses_bad_tokens(team) -> None:
+    from backend.api import create_app
+    from backend.settings import Settings
+
+    app = create_app(Settings(database_url="sqlite://", auth=True))
+    routes = [(m, p) for m, p in write_routes(app) if p.startswith(API)]
+    # the walk must see the routes we know of, so a new write route is covered too
+    assert {("POST", f"{API}/studies"), ("DELETE", f"{API}/studies/{{study_id}}"),
+            ("POST", f"{API}/studies/import"), ("POST", f"{API}/runs/{{run_id}}/retry")} <= set(routes)  # fmt: skip
+    assert len(routes) >= 6
+    with httpx.Client(base_url=team["url"], timeout=30) as client:
+        created = client.post(
+            f"{API}/studies", json=DEMO_SPEC, headers={"Authorization": f"Bearer {team['alice']}"}
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["created_by"] == "alice"
+        settings = Settings(database_url=team["db"])
+        before = row_counts(settings)
+        bad_headers = {
+            "missing": ({}, 401),
+            "wrong scheme": ({"Authorization": f"Token {team['alice']}"}, 401),
+            "basic": ({"Authorization": "Basic YWxpY2U6c2VjcmV0"}, 401),
+            "bare bearer": ({"Authorization": "Bearer"}, 401),
+            "two tokens": ({"Authorization": f"Bearer {team['alice']} {team['alice']}"}, 401),
+            "unknown": ({"Authorization": "Bearer psk_" + "A" * 43}, 403),
+            "truncated": ({"Authorization": f"Bearer {team['alice'][:-1]}"}, 403),
+            "revoked": ({"Authorization": f"Bearer {team['bob']}"}, 403),
+        }
+        for method, path in routes:
+            for label, (headers, expected) in bad_headers.items():
+                body = {"json": DEMO_SPEC} if method == "POST" and path.endswith("/studies") else {}
+                response = client.request(method, _fill(path), headers=headers, **body)
+                assert response.status_code == expected, (method, path, label, response.text)
+                if expected == 401:
+                    assert response.headers["www-authenticate"] == "Bearer"
+                assert team["alice"] not in response.text and team["bob"] not in response.text
+        assert row_counts(settings) == before
+        # reads stay open
+        assert client.get(f"{API}/studies/{created.json()['id']}").status_code == 200
+
+
+def test_tokens_are_stored_hashed_and_never_logged(team) -> None:
+    engine = sa.create_engine(team["db"])
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select * from api_tokens")).mappings().all()
+    engine.dispose()
+    assert {r["name"] for r in rows} == {"alice", "bob"}
+    stored = " ".join(str(v) for r in rows for v in r.values())
+    for token in (team["alice"], team["bob"]):
+        assert token not in stored
+        assert hashlib.sha256(token.encode()).hexdigest() in stored
+    # the CLI prints the token exactly once (stdout of `create`), nowhere else
+    assert team["cli_output"].count(team["alice"]) == 1
+    with httpx.Client(base_url=team["url"], timeout=30) as client:
+        wrong = "psk_wrong-secret-" + "x" * 30
+        client.post(f"{API}/studies", json=DEMO_SPEC, headers={"Authorization": f"Bearer {wrong}"})
+        client.post(f"{API}/studies", json=DEMO_SPEC, headers={"Authorization": f"Bearer {team['bob']}"})
+        spec = {**DEMO_SPEC, "api_key": "hunter2-secret-value"}
+        bad = client.post(f"{API}/studies", json=spec, headers={"Authorization": f"Bearer {team['alice']}"})
+        assert bad.status_code == 422 and "hunter2" not in bad.text  # error bodies do not echo input
+    log = team["server"].log_text()
+    assert "POST /api/v1/studies" in log  # the log is being written at debug level
+    for secret in (team["alice"], team["bob"], wrong, "hunter2-secret-value"):
+        assert secret not in log
+
+
+def test_dashboard_writes_obey_auth(team, tmp_path) -> None:
+    """The dashboard writes through the REST API with its own configured token: without one its
+    study submission is refused like any anonymous write, and nothing is stored."""
+    from backend.settings import Settings
+    from frontend.api_client import ApiError
+    from frontend.app import make_client_factory
+
+    settings = Settings(database_url=team["db"])
+    before = row_counts(settings)
+    anonymous = make_client_factory(Settings(data_dir=tmp_path, api_url=team["url"], dashboard_token=None))
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(anonymous().create_study(DEMO_SPEC))
+    assert (
+        getattr(refused.value, "status", None) in (401, None)
+        and "401" in str(refused.value)
+        or (getattr(refused.value, "status_code", None) == 401)
+    )
+    assert row_counts(settings) == before
+    revoked = make_client_factory(
+        Settings(data_dir=tmp_path, api_url=team["url"], dashboard_token=team["bob"])
+    )
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(revoked().create_study(DEMO_SPEC))
+    assert refused.value.status == 403
+    assert row_counts(settings) == before
+
+
+def _status_after_head(url: str, head: str) -> str:
+    """Send only the request head (no body) and return the status line the server answers with."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode())
+        return sock.recv(65536).split(b"\r\n", 1)[0].decode()
+
+
+def test_oversized_upload_is_413_before_the_body_is_read(team) -> None:
+    auth = f"Authorization: Bearer {team['alice']}\r\n"
+    huge = 1024**3  # 1 GiB declared, never sent
+    head = (f"POST {API}/studies/import HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: multipart/form-data; "
+            f"boundary=b\r\nContent-Length: {huge}\r\n\r\n")  # fmt: skip
+    assert " 413 " in _status_after_head(team["url"], head)
+    # without Content-Length (chunked), the server stops reading soon after the limit
+    head = (f"POST {API}/studies/import HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: multipart/form-data; "
+            "boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    host, port = team["url"].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode())
+        piece = b"a" * 65536
+        sent, status = 0, ""
+        sock.settimeout(0.05)
+        while sent < 50 * UPLOAD_LIMIT:
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                status = sock.recv(65536).split(b"\r\n", 1)[0].decode()
+                if status:
+                    break
+            except TimeoutError:
+                continue
+        assert " 413 " in status, status
+        assert sent < 4 * UPLOAD_LIMIT
