@@ -124,15 +124,18 @@ class RecipeSpec(_Strict):
     init: Literal["kaiming"] = "kaiming"
     amp: bool = False
     eval_batch_size: int = Field(1000, ge=1, le=65536)
-    channels_last: bool = False
+    # Speed switches: they do not change the recipe's meaning (channels_last, compile) or are
+    # opt-in because they change numerics (amp). Each is recorded with the run.
+    channels_last: bool = True
+    compile: bool = False
 
     @field_validator("milestones")
     @classmethod
     def _fractions(cls, milestones: tuple[float, ...]) -> tuple[float, ...]:
         if any(not 0 < m < 1 for m in milestones):
             raise ValueError("milestones are fractions of the epochs, each in (0, 1)")
-        if list(milestones) != sorted(milestones):
-            raise ValueError("milestones must be increasing")
+        if any(b <= a for a, b in zip(milestones, milestones[1:], strict=False)):
+            raise ValueError("milestones must be strictly increasing")
         return milestones
 
     def to_recipe_dict(self, *, lr: float, weight_decay: float, seed: int) -> dict[str, Any]:
