@@ -1,0 +1,126 @@
+"""`prunescape serve` as a user runs it: a subprocess on a temp data dir and a free port, with its
+private Redis and worker. A 3x3 digits study with a structured and an int8 variant is submitted
+over HTTP and every run finishes; analysis and comparison come back complete; Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = {
+    "name": "serve e2e",
+    "dataset": {"name": "digits"},
+    "model": {"name": "digits_cnn"},
+    "recipe": {"epochs": 1, "batch_size": 64},
+    "grid": {"lr_centre": 0.05, "wd_centre": 1e-4, "step": 0.5, "size": 3},
+    "variants": [
+        {"name": "base", "kind": "base"},
+        {"name": "u50", "kind": "structured", "method": "uniform", "flops_ratio": 0.5},
+        {"name": "q8", "kind": "int8", "source": "base"},
+    ],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_serve_runs_a_study_over_http(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRUNESCAPE_")}
+    env["OMP_NUM_THREADS"] = "1"
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed in finally
+    # A short data dir keeps the redis unix socket path under the AF_UNIX limit.
+    data_dir = Path(f"/tmp/ps-e2e-{os.getpid()}-{port}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli.main", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}/api/v1"
+    started: set[int] = set()
+    try:
+        client = httpx.Client(base_url=base, timeout=30)
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                health = client.get("/health").json()
+                if health["workers"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not come up with a worker"
+            time.sleep(0.5)
+        assert health["status"] == "ok" and health["broker"]["ok"]
+        started = _children(proc.pid)
+        created = client.post("/studies", json=SPEC)
+        assert created.status_code == 201, created.text
+        study_id = created.json()["id"]
+        total = created.json()["progress"]["total"]
+        deadline = time.monotonic() + 400
+        while True:
+            study = client.get(f"/studies/{study_id}").json()
+            if study["progress"]["finished"] == total:
+                break
+            assert time.monotonic() < deadline, study["progress"]
+            time.sleep(2)
+        assert study["status"] == "succeeded", study["progress"]
+        assert study["progress"]["succeeded"] == total == 31
+
+        analysis = client.get(f"/studies/{study_id}/analysis").json()
+        assert set(analysis["variants"]) == {"base", "u50", "q8"}
+        for name in ("base", "u50", "q8"):
+            result = analysis["results"][name]
+            assert result["best"] is not None, name
+            assert result["n_runs"] == 9, name
+            assert sum(m is not None for m in result["landscape"]["points"]["mean"]) == 9, name
+            assert result["risk"] is not None, name
+        compare = client.get(f"/studies/{study_id}/compare").json()
+        rows = {row["name"]: row for row in compare["variants"]}
+        for name, row in rows.items():
+            assert row["finished_runs"] == 9, name
+            assert row["best_top1"] > 20, name
+            assert row["params"] and row["flops"] and row["size_bytes"] and row["latency"], name
+        assert 0.49 <= rows["u50"]["flops_ratio_achieved"] <= 0.51
+        assert rows["q8"]["size_bytes"] < rows["base"]["size_bytes"]
+    finally:
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            log.close()
+    assert proc.returncode in (0, 130, -signal.SIGINT)
+    time.sleep(1)
+    alive = {pid for pid in started if Path(f"/proc/{pid}").exists()}
+    assert not alive, f"serve left processes behind: {alive}"

@@ -1,0 +1,333 @@
+"""The one Celery task: `prunescape.execute_run(run_id)`.
+
+Claim the run in the database, run its job (workers/jobs.py), store the result, release the runs
+that waited on it and dispatch them. The task is idempotent: a second delivery of the same id finds
+the run claimed or finished and does nothing. `execute()` is the same without Celery (tests, CLI).
+
+Errors: a domain error (the engine's ValueError subclasses: bad data path, unreachable pruning
+target, ...) fails the run at once with its message; anything else is retried (the run goes back to
+`queued` with the traceback kept) until `settings.max_attempts` claims, then the run fails with the
+traceback stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from celery import shared_task
+from sqlalchemy.orm import Session
+
+from backend.db.models import Artefact, Run, Variant
+from backend.db.session import session_factory
+from backend.services import lifecycle
+from backend.settings import Settings, get_settings
+from workers.celery_app import TASK_NAME
+
+log = logging.getLogger(__name__)
+RETRY_COUNTDOWN_S = (2, 10, 30, 60)
+
+
+class RetryableError(Exception):
+    """An unexpected error in a run that has attempts left; carries the traceback text."""
+
+    def __init__(self, run_id: int, text: str) -> None:
+        super().__init__(f"run {run_id} failed, will retry:\n{text}")
+        self.run_id = run_id
+        self.text = text
+
+
+@dataclass
+class Outcome:
+    run_id: int
+    status: str  # what the run is now, or "skipped"
+    detail: str = ""
+    released: int = 0
+
+
+def _is_domain_error(exc: BaseException) -> bool:
+    from pydantic import ValidationError
+
+    from workers.engine.errors import EngineError
+
+    return isinstance(exc, EngineError | ValidationError)
+
+
+def execute(run_id: int, *, settings: Settings | None = None, worker_name: str | None = None) -> Outcome:
+    """Claim and run `run_id` to a final state. Raises RetryableError when an unexpected error
+    left attempts to spend (the run is `queued` again); never raises for domain errors."""
+    settings = settings or get_settings()
+    make_session = session_factory(settings)
+    worker = lifecycle.worker_identity(worker_name)
+    with make_session() as session:
+        claim = lifecycle.claim_run(
+            session,
+            run_id,
+            worker,
+            max_attempts=settings.max_attempts,
+            stale_after_s=settings.reconcile_after_s,
+        )
+        if not claim.claimed:
+            if claim.released or claim.status == "failed":
+                _dispatch(session, run_id, settings)
+            log.info("run %s not claimed: %s", run_id, claim.reason)
+            return Outcome(run_id, "skipped" if claim.status != "failed" else "failed", claim.reason)
+        attempts = claim.attempts
+        try:
+            inp = load_input(session, run_id, settings)
+        except Exception:  # noqa: BLE001 - a run whose inputs cannot be read is a failed run
+            lifecycle.fail_run(session, run_id, worker, traceback.format_exc())
+            _dispatch(session, run_id, settings)
+            return Outcome(run_id, "failed", "could not read its inputs")
+
+    beat = _Heartbeat(make_session, run_id, worker, settings.heartbeat_s)
+    beat.start()
+    try:
+        if _cancel_requested(make_session, run_id):
+            result = None
+        else:
+            result = _run_job(inp, make_session, run_id, beat)
+    except Exception as exc:  # noqa: BLE001 - sorted into domain / retryable below
+        beat.stop()
+        text = traceback.format_exc()
+        with make_session() as session:
+            if _is_domain_error(exc):
+                lifecycle.fail_run(session, run_id, worker, f"{type(exc).__name__}: {exc}")
+                _dispatch(session, run_id, settings)
+                return Outcome(run_id, "failed", str(exc))
+            if attempts >= settings.max_attempts:
+                lifecycle.fail_run(session, run_id, worker, text)
+                _dispatch(session, run_id, settings)
+                return Outcome(run_id, "failed", f"attempts exhausted: {exc}")
+            lifecycle.requeue_after_error(session, run_id, worker, text)
+        raise RetryableError(run_id, text) from exc
+    finally:
+        beat.stop()
+
+    with make_session() as session:
+        if result is None:
+            released = lifecycle.finish_run(session, run_id, worker, status="cancelled")
+        else:
+            released = store_result(session, inp, worker, result)
+        if released is None:
+            log.warning("run %s: %s no longer holds it; result dropped", run_id, worker)
+            return Outcome(run_id, "skipped", "lost the claim while running")
+        _dispatch(session, run_id, settings)
+        status = session.scalar(sa.select(Run.status).where(Run.id == run_id))
+        session.commit()
+    return Outcome(run_id, status or "unknown", released=len(released))
+
+
+def _run_job(inp: Any, make_session: Any, run_id: int, beat: _Heartbeat) -> Any:
+    from workers import jobs
+
+    def on_epoch(metrics: Any) -> None:
+        with make_session() as session:
+            lifecycle.record_epoch(session, run_id, metrics.epoch, epoch_values(metrics))
+
+    def should_stop() -> bool:
+        return beat.lost or _cancel_requested(make_session, run_id)
+
+    hooks = jobs.JobHooks(on_epoch=on_epoch, should_stop=should_stop)
+    return jobs.JOBS[inp.kind](inp, hooks)
+
+
+def epoch_values(metrics: Any) -> dict[str, Any]:
+    return {
+        "train_loss": metrics.train_loss,
+        "train_top1": metrics.train_top1,
+        "val_loss": metrics.val_loss,
+        "top1": metrics.val_top1,
+        "top5": metrics.val_top5,
+        "lr": metrics.lr,
+        "seconds": metrics.seconds,
+    }
+
+
+def _cancel_requested(make_session: Any, run_id: int) -> bool:
+    with make_session() as session:
+        return lifecycle.is_cancel_requested(session, run_id)
+
+
+class _Heartbeat:
+    """Refreshes the run's heartbeat every `interval_s` while the job runs; `lost` turns true when
+    another claim took the run over (the job then stops at its next epoch)."""
+
+    def __init__(self, make_session: Any, run_id: int, worker: str, interval_s: float) -> None:
+        self._make_session, self._run_id, self._worker = make_session, run_id, worker
+        self._interval = max(0.2, float(interval_s))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-run-{run_id}", daemon=True)
+        self.lost = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                with self._make_session() as session:
+                    if not lifecycle.heartbeat(session, self._run_id, self._worker):
+                        self.lost = True
+                        return
+            except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal; try again
+                log.warning("heartbeat of run %s failed: %s", self._run_id, exc)
+
+
+def load_input(session: Session, run_id: int, settings: Settings) -> Any:
+    """A jobs.RunInput for `run_id`, with the model paths it depends on resolved."""
+    from backend.db.models import Study
+    from workers import jobs
+
+    run = session.get(Run, run_id)
+    variant = session.get(Variant, run.variant_id)
+    study = session.get(Study, run.study_id)
+    inp = jobs.RunInput(
+        run_id=run.id,
+        study_id=run.study_id,
+        kind=run.kind,
+        variant_id=variant.id,
+        variant_name=variant.name,
+        variant_kind=variant.kind,
+        variant_spec=dict(variant.spec or {}),
+        spec=dict(study.spec),
+        artifact_root=settings.artifact_root,
+        lr=run.lr,
+        wd=run.wd,
+        seed=run.seed,
+        grid_i=run.grid_i,
+        grid_j=run.grid_j,
+    )
+    dependency = session.get(Run, run.depends_on_id) if run.depends_on_id else None
+    if run.kind == "train" and variant.kind in ("structured", "unstructured"):
+        inp.variant_model = variant.model_path
+        if (variant.spec or {}).get("retrain") == "rewind":
+            inp.rewind_weights = _rewind_weights(session, run, variant, dependency)
+    elif run.kind in ("prune", "quantise") and dependency is not None:
+        inp.source_model, inp.source_status = dependency.model_path, dependency.status
+    elif run.kind == "measure":
+        if variant.kind == "base":
+            prior = _base_prior_run(session, run.study_id, variant.id)
+            if prior is not None and prior.status == "succeeded" and prior.model_path:
+                inp.source_model = prior.model_path
+        elif variant.kind in ("structured", "unstructured"):
+            inp.source_model = variant.model_path
+        else:
+            source = session.get(Variant, variant.source_variant_id) if variant.source_variant_id else None
+            inp.source_model = source.model_path if source is not None else None
+    session.commit()
+    return inp
+
+
+def _base_prior_run(session: Session, study_id: int, base_variant_id: int) -> Run | None:
+    return session.scalar(
+        sa.select(Run).where(
+            Run.study_id == study_id,
+            Run.variant_id == base_variant_id,
+            Run.kind == "train",
+            Run.grid_i == 0,
+            Run.grid_j == 0,
+            Run.seed == 0,
+        )
+    )
+
+
+def _rewind_weights(session: Session, run: Run, variant: Variant, prune_run: Run | None) -> str | None:
+    from workers import jobs
+
+    if prune_run is None or prune_run.depends_on_id is None:
+        return None
+    epoch = (variant.spec or {}).get("rewind_epoch")
+    return jobs.rewind_rel(run.study_id, prune_run.depends_on_id, int(epoch)) if epoch is not None else None
+
+
+def store_result(session: Session, inp: Any, worker: str, result: Any) -> list[int] | None:
+    """Write a JobResult: epochs, variant columns and artefacts, then finish the run (which
+    releases its dependents). None when `worker` no longer holds the run."""
+    if not lifecycle.holds(session, inp.run_id, worker):
+        return None
+    for metrics in result.epochs:
+        lifecycle.record_epoch(session, inp.run_id, metrics.epoch, epoch_values(metrics))
+    if result.variant_updates:
+        session.execute(
+            sa.update(Variant)
+            .where(Variant.id == inp.variant_id)
+            .values(**result.variant_updates)
+            .execution_options(synchronize_session=False)
+        )
+    for artefact in result.artefacts:
+        owner = (
+            {"variant_id": inp.variant_id, "run_id": None}
+            if artefact.variant_level
+            else {"run_id": inp.run_id, "variant_id": None}
+        )
+        key = Artefact.variant_id if artefact.variant_level else Artefact.run_id
+        session.execute(
+            sa.delete(Artefact).where(
+                key == (owner["variant_id"] or owner["run_id"]), Artefact.path == artefact.path
+            )
+        )
+        session.add(Artefact(kind=artefact.kind, path=artefact.path, bytes=artefact.bytes, **owner))
+    session.commit()
+    return lifecycle.finish_run(
+        session,
+        inp.run_id,
+        worker,
+        status=result.status,
+        top1=result.top1,
+        top5=result.top5,
+        loss=result.loss,
+        result=_json_safe(result.result),
+        model_path=result.model_path,
+        checkpoint_path=result.checkpoint_path,
+        epochs_done=result.epochs_done,
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _dispatch(session: Session, run_id: int, settings: Settings) -> None:
+    """Send the runs this one released. Broker trouble leaves them `pending` for the reconciler."""
+    study_id = session.scalar(sa.select(Run.study_id).where(Run.id == run_id))
+    session.commit()
+    if study_id is None or not settings.broker_url:
+        return
+    from backend.services.dispatch import dispatch_ready
+
+    try:
+        dispatch_ready(session, study_id, settings)
+    except Exception as exc:  # noqa: BLE001
+        session.rollback()
+        log.warning("run %s finished; dispatching its dependents failed (%s)", run_id, exc)
+
+
+@shared_task(name=TASK_NAME, bind=True, acks_late=True, max_retries=None, ignore_result=True)
+def execute_run(self: Any, run_id: int) -> str:
+    """Celery entry point: carries only the run id (the database holds everything else)."""
+    try:
+        outcome = execute(int(run_id), worker_name=self.request.hostname)
+    except RetryableError as exc:
+        retries = self.request.retries or 0
+        countdown = RETRY_COUNTDOWN_S[min(retries, len(RETRY_COUNTDOWN_S) - 1)]
+        log.warning("run %s: unexpected error, retrying in %ss", run_id, countdown)
+        raise self.retry(exc=exc, countdown=countdown) from None
+    return f"run {outcome.run_id}: {outcome.status} {outcome.detail}".strip()
