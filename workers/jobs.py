@@ -435,7 +435,13 @@ def run_measure(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = N
             model, data.calibration_batches(n_batches, batch_size), root / rel, mixed=kind == "mixed"
         )
         target: Any = str(root / rel)
-        updates["histograms"] = weight_histograms(target)
+        updates["histograms"] = {
+            # The exporter folds BatchNorm into the convs: compare the int8 weights with the same
+            # folded fp32 weights, not with the unfolded torch ones.
+            "before": _folded_fp32_histograms(model, input_shape),
+            "before_label": "fp32, BatchNorm folded",
+            "after": weight_histograms(target),
+        }
         measured["runtime"] = "onnxruntime"
     else:
         rel = f"{vdir}/model.pt"
@@ -475,6 +481,16 @@ def run_measure(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = N
         artefacts=artefacts,
         variant_updates=updates,
     )
+
+
+def _folded_fp32_histograms(model: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    import tempfile
+
+    from workers.engine.measure import weight_histograms
+    from workers.engine.quantise import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="prunescape-fp32-") as tmp:
+        return weight_histograms(export_onnx(model, input_shape, Path(tmp) / "fp32.onnx"))
 
 
 JOBS: dict[str, Callable[..., JobResult]] = {

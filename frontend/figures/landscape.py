@@ -27,7 +27,9 @@ ELLIPSE_STYLES = {
     1: dict(dash="dash", width=2.0, color="#111111"),
 }
 DIVERGED_STYLE = dict(symbol="x-thin", size=11, color="#c62828", line=dict(width=2.5, color="#c62828"))
-MISSING_STYLE = dict(symbol="circle-open", size=9, color="#9aa5b1", line=dict(width=1.5))
+# A grey hollow square: a finished point clipped to the colour floor is a dark dot with a white
+# rim, which a hollow circle would be mistaken for.
+MISSING_STYLE = dict(symbol="square-open", size=9, color="#9aa5b1", line=dict(width=1.5))
 
 
 def landscape_figure(

@@ -240,7 +240,7 @@ def register(app: Dash, client_factory) -> None:
             f"One colour scale for every variant: {fmt(zmin)} – {fmt(zmax)} % "
             f"(default floor = {fmt(scale.get('percentile', 85), 0)}th percentile of all observed accuracies; "
             "points below the floor take the lowest colour). Solid red: 0.5-ROI ellipse, dashed black: 1.0-ROI "
-            "ellipse (k = 2 standard deviations, ≥ 5 points). Star: best point; ✕: diverged; open circle: no "
+            "ellipse (k = 2 standard deviations, ≥ 5 points). Star: best point; ✕: diverged; grey square: no "
             "result yet. Click a point to open its run."
         )
         return landscape_cards(analysis, floor), note

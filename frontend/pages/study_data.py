@@ -352,7 +352,7 @@ def histogram_series(data: dict, variant: str, layer: str) -> dict[str, dict]:
         else:
             label = "before"
     else:
-        label = "before"
+        label = f"{hists.get('before_label') or 'before'} (before)"
     if before and layer in before:
         series[label] = before[layer]
     after = _layer_histograms(hists).get(layer)

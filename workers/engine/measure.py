@@ -144,6 +144,9 @@ def latency(
         "threads": n_threads,
         "input_shape": list(shape),
         "by_batch": {},
+        # Other work on the machine (a training run beside this one) inflates latency; the 1-minute
+        # load average at the start lets a reader judge a surprising figure.
+        "load_average_1m": _load_average(),
     }
 
     if _is_onnx(model_or_onnx):
@@ -201,6 +204,13 @@ def _histogram(values: np.ndarray, bins: int) -> dict[str, Any]:
         "total": int(values.size),
         "zeros": int((values == 0).sum()),
     }
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on every platform
+        return None
 
 
 def weight_histograms(model: nn.Module | str | os.PathLike[str], bins: int = 40) -> dict[str, dict[str, Any]]:
