@@ -31,7 +31,6 @@ class Settings(BaseSettings):
     check_dataset_paths: bool = True  # the API checks dataset paths exist (workers share the files)
 
     api_url: str | None = None  # where the dashboard reaches the API; None = the serving origin
-    dashboard_token: str | None = None
     dashboard_api_timeout: float = 60.0
     db_retry_after_s: int = 5  # Retry-After of a 503 when the database is unreachable
 

@@ -43,7 +43,8 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    """Thin async wrapper: one method per endpoint the dashboard reads or writes."""
+    """Thin async wrapper: one method per endpoint the dashboard reads or writes. With `token`,
+    every request carries `Authorization: Bearer <token>` (the pages pass one for writes only)."""
 
     def __init__(
         self,
@@ -104,6 +105,10 @@ class ApiClient:
 
     async def create_study(self, spec: dict) -> dict:
         return await self.post("/studies", json=spec)
+
+    async def plan_study(self, spec: dict) -> dict:
+        """The dry run: what `create_study(spec)` would plan; stores nothing."""
+        return await self.post("/studies/plan", json=spec)
 
     async def import_csv(self, filename: str, content: bytes, name: str | None = None) -> dict:
         files = {"file": (filename, content, "text/csv")}

@@ -2,7 +2,8 @@
 
 It reads and writes only through the REST API (`frontend.api_client`), so the same code serves
 both deployments: mounted, it calls back to the server it lives on (the request's base URL) unless
-`settings.api_url` points elsewhere; standalone, `--api-url` names the API.
+`settings.api_url` points elsewhere; standalone, `--api-url` names the API. It holds no token of its
+own: writes carry the token the user pasted into the top bar (`frontend.pages.token`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from fastapi.responses import JSONResponse, Response
 
 from frontend.api_client import ApiClient
 from frontend.pages import components, new, run, studies, study
+from frontend.pages import token as api_token
 
 ASSETS = Path(__file__).parent / "assets"
 # Paths the FastAPI app owns; the dashboard's catch-all must never answer for them.
 RESERVED_PREFIXES = ("/api/", "/docs", "/redoc", "/openapi.json", "/_dash-", "/assets/")
 
-ClientFactory = Callable[[], ApiClient]
+# factory(token=None): a client for one callback; writes pass the user's token, reads pass none.
+ClientFactory = Callable[..., ApiClient]
 
 
 def _setting(settings: Any, name: str, default: Any = None) -> Any:
@@ -32,12 +35,12 @@ def _setting(settings: Any, name: str, default: Any = None) -> Any:
 
 
 def make_client_factory(settings: Any = None, api_url: str | None = None) -> ClientFactory:
-    """A client per callback: to `api_url` / `settings.api_url`, else to the serving request's origin."""
+    """A client per callback: to `api_url` / `settings.api_url`, else to the serving request's origin.
+    `factory(token)` sends `Authorization: Bearer <token>` (the browser user's, for writes)."""
     fixed_url = api_url or _setting(settings, "api_url")
-    token = _setting(settings, "dashboard_token") or os.environ.get("PRUNESCAPE_DASHBOARD_TOKEN")
     timeout = float(_setting(settings, "dashboard_api_timeout", 60.0) or 60.0)
 
-    def factory() -> ApiClient:
+    def factory(token: str | None = None) -> ApiClient:
         if fixed_url:
             return ApiClient(str(fixed_url), token=token, timeout=timeout)
         from dash.backends._fastapi import get_current_request
@@ -52,12 +55,14 @@ def _layout() -> html.Div:
     return html.Div(
         [
             dcc.Location(id="url", refresh="callback-nav"),
+            api_token.store(),
             html.Header(
                 [
                     dcc.Link("prunescape", href="/", className="brand"),
                     dcc.Link("Studies", href="/"),
                     dcc.Link("New study", href="/new"),
                     html.A("API docs", href="/docs", target="_blank"),
+                    api_token.control(),
                 ],
                 className="topbar",
             ),
@@ -84,6 +89,7 @@ def build_dash(server: FastAPI, client_factory: ClientFactory) -> Dash:
         return route(pathname or "/")
 
     components.register(app)
+    api_token.register(app)
     for page in (studies, study, run, new):
         page.register(app, client_factory)
     _replace_catchall(app)

@@ -162,6 +162,28 @@ class ExtendOut(BaseModel):
     wd_values: list[float]
 
 
+class PlanVariant(BaseModel):
+    name: str
+    kind: str
+    source: str | None = Field(description="the variant whose models this one compresses")
+    train: int
+    prune: int
+    quantise: int
+    measure: int
+    total: int
+
+
+class PlanOut(BaseModel):
+    """What POST /studies would plan for a spec (a dry run: nothing is stored)."""
+
+    run_counts: RunCounts
+    variants: list[PlanVariant] = Field(description="runs per variant, in the spec's order")
+    grid_points: int = Field(description="learning rates x weight decays")
+    repeats: int = Field(description="seeds per grid point")
+    lr_values: list[float] = Field(description="the grid's learning rates, in index order")
+    wd_values: list[float] = Field(description="the grid's weight decays, in index order")
+
+
 class RetryOut(BaseModel):
     run: RunOut
     reopened: int = Field(description="runs set back to pending/blocked, this one included")

@@ -135,6 +135,54 @@ def plan_study(spec: StudySpec, points: Iterable[tuple[int, int]] | None = None)
     return plan
 
 
+@dataclass(frozen=True)
+class VariantRunCounts:
+    name: str
+    kind: str
+    source: str | None
+    train: int
+    prune: int
+    quantise: int
+    measure: int
+    total: int
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a whole-study plan holds, for a preview before anything is stored."""
+
+    run_counts: dict[str, int]
+    variants: list[VariantRunCounts]
+    grid_points: int
+    repeats: int
+    lr_values: list[float]
+    wd_values: list[float]
+
+
+def summarise_plan(spec: StudySpec) -> PlanSummary:
+    """Run counts per variant and in total, and the grid's values, of `plan_study(spec)`."""
+    plan = plan_study(spec)
+    per_variant: dict[str, dict[str, int]] = {
+        v.name: {"train": 0, "prune": 0, "quantise": 0, "measure": 0} for v in plan.variants
+    }
+    for run in plan.runs:
+        per_variant[run.variant][run.kind] += 1
+    grid = spec.grid
+    return PlanSummary(
+        run_counts=plan.count_by_kind(),
+        variants=[
+            VariantRunCounts(
+                v.name, v.kind, v.source, **per_variant[v.name], total=sum(per_variant[v.name].values())
+            )
+            for v in plan.variants
+        ],
+        grid_points=grid.n_points,
+        repeats=spec.repeats,
+        lr_values=[grid.lr_at(i) for i in grid.lr_indices],
+        wd_values=[grid.wd_at(j) for j in grid.wd_indices],
+    )
+
+
 def extension_points(
     old_lr_range: tuple[int, int],
     old_wd_range: tuple[int, int],

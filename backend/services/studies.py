@@ -11,6 +11,7 @@ import statistics
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ from backend.db.models import (
     utcnow,
 )
 from backend.services.errors import Conflict, FieldError, NotFound
-from backend.services.planner import Plan, PlannedRun, RunKey, extension_points, plan_study
+from backend.services.planner import (
+    Plan,
+    PlannedRun,
+    RunKey,
+    extension_points,
+    plan_study,
+    summarise_plan,
+)
 from backend.settings import Settings
 from backend.spec import SpecError, StudySpec, check_limits, parse_spec
 
@@ -294,6 +302,12 @@ def create_study(
     session.commit()
     dispatch(session, study.id)
     return study
+
+
+def plan_preview(spec: StudySpec, settings: Settings) -> dict[str, Any]:
+    """What `create_study` would plan for `spec`, checked against the same limits; stores nothing."""
+    _check_limits(spec, settings)
+    return asdict(summarise_plan(spec))
 
 
 def _check_limits(spec: StudySpec, settings: Settings) -> None:

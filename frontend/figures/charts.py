@@ -43,7 +43,7 @@ def risk_box_figure(risk_rows: Sequence[dict], *, relative: bool = False, height
                 line=dict(color=variant_colour(index)),
                 boxmean=True,
                 hovertemplate=row["variant"]
-                + ": %{y:.2f}"
+                + ": %{y:.3g}"
                 + (" %" if relative else " pp")
                 + "<extra></extra>",
             )

@@ -142,6 +142,25 @@ def fmt(value: Any, digits: int = 2, *, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def fmt_sig(value: Any, sig: int = 2, *, floor: float = 1e-3) -> str:
+    """Significant figures rather than fixed decimals, so a small number keeps its digits (0.0043,
+    not 0.00); a magnitude below `floor` reads '<0.001' rather than float noise like 1.1e-16."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "—"
+    if value == 0:
+        return "0"
+    if abs(value) < floor:
+        return f"<{floor:g}"
+    if abs(value) >= 10 ** (sig - 1):
+        return f"{value:,.0f}"
+    return f"{value:.{sig}g}"
+
+
+def fmt_p(p_value: Any) -> str:
+    """A p-value as people report it: three significant figures, '<0.001' below that."""
+    return fmt_sig(p_value, 3, floor=1e-3)
+
+
 def register(app: Dash) -> None:
     """Callbacks shared by all pages: CSV of any figure, copy of any table."""
 

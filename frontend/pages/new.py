@@ -1,17 +1,22 @@
 """`/new`: a study form (dataset, model, recipe, grid, variants, repeats) and a CSV import.
 
-The API validates; its 422 messages are shown next to the fields they name.
+The API validates; its 422 messages are shown next to the fields they name. Before submitting, the
+form shows what the API's planner would make of it (`POST /studies/plan`, a dry run). Writes carry
+the token from the top bar (`frontend.pages.token`); a refusal for want of one says so.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from frontend.api_client import ApiError
+from frontend.pages.token import STORE_ID as TOKEN_STORE
+from frontend.pages.token import refused_message
 
 # Suggestions for the dropdowns; the API's catalog decides what is valid (unknown -> 422 here).
 DATASETS = ["digits", "cifar10", "fashionmnist", "imagefolder", "synthetic"]
@@ -268,7 +273,7 @@ def layout() -> html.Div:
             html.Span(),
             html.Div(
                 [
-                    html.P(id="new-plan", className="plan"),
+                    html.Div(id="new-plan", className="plan"),
                     html.Button("Create study", id="new-submit", className="primary"),
                     html.Div(id={"type": "err", "field": "_"}, className="error"),
                 ]
@@ -301,26 +306,6 @@ def layout() -> html.Div:
         className="panel",
     )
     return html.Div([html.H1("New study"), html.Div(form, className="panel"), upload])
-
-
-def planned_runs(grid_size: Any, repeats: Any, kinds: list[str]) -> dict[str, int] | None:
-    """Runs the planner makes (docs/contracts.md section 3), to show before submitting."""
-    try:
-        size, seeds = int(grid_size), int(repeats)
-    except (TypeError, ValueError):
-        return None
-    if size < 1 or seeds < 1:
-        return None
-    per_variant = size * size * seeds
-    counts = {"train": 0, "prune": 0, "quantise": 0, "measure": len(kinds)}
-    for kind in kinds:
-        if kind in QUANTISED:
-            counts["quantise"] += per_variant
-        else:
-            counts["train"] += per_variant
-            counts["prune"] += kind in PRUNED
-    counts["total"] = sum(counts.values())
-    return counts
 
 
 def variant_spec(
@@ -369,6 +354,65 @@ def build_spec(values: dict, variants: list[dict]) -> dict:
     }
 
 
+FORM_FIELDS = {
+    "name": "new-name",
+    "dataset": "new-dataset",
+    "path": "new-dataset-path",
+    "model": "new-model",
+    "epochs": "new-epochs",
+    "batch": "new-batch",
+    "momentum": "new-momentum",
+    "lr": "new-lr",
+    "wd": "new-wd",
+    "step": "new-step",
+    "size": "new-size",
+    "repeats": "new-repeats",
+}
+VARIANT_FIELDS = ("v-name", "v-kind", "v-ratio", "v-method", "v-source", "v-retrain", "v-epochs")
+
+
+def spec_from_form(form_values: Sequence[Any], variant_columns: Sequence[list]) -> dict:
+    """The spec of the form: its values in FORM_FIELDS order, one list per VARIANT_FIELDS column."""
+    values = dict(zip(FORM_FIELDS, form_values, strict=True))
+    variants = [variant_spec(*row) for row in zip(*variant_columns, strict=True)]
+    return build_spec(values, variants)
+
+
+def plan_view(plan: dict) -> list:
+    """The dry run's answer for people: totals, runs per variant, and the grid's lr / wd values."""
+    counts = plan["run_counts"]
+    sentence = (
+        f"This will plan {counts['total']:,} runs: {counts['train']:,} training, {counts['prune']:,} pruning, "
+        f"{counts['quantise']:,} quantisation, {counts['measure']:,} measurement."
+    )
+    numbers = ("train", "prune", "quantise", "measure", "total")
+    head = html.Tr([html.Th("variant"), html.Th("kind")] + [html.Th(k, className="num") for k in numbers])
+    body = [
+        html.Tr(
+            [html.Td(v["name"]), html.Td(v["kind"])]
+            + [html.Td(f"{v[k]:,}", className="num") for k in numbers]
+        )
+        for v in plan["variants"]
+    ]
+    table = html.Table([html.Thead(head), html.Tbody(body)], className="plain", id="new-plan-table")
+    n_lr, n_wd = len(plan["lr_values"]), len(plan["wd_values"])
+    seeds = plan["repeats"]
+    grid = html.Div(
+        [
+            html.Div(f"grid: {n_lr} x {n_wd} points x {seeds} seed{'s' if seeds != 1 else ''}"),
+            html.Div(["lr: ", html.Span(", ".join(f"{v:.3g}" for v in plan["lr_values"]), id="new-plan-lr")]),
+            html.Div(["wd: ", html.Span(", ".join(f"{v:.3g}" for v in plan["wd_values"]), id="new-plan-wd")]),
+        ],
+        className="note",
+    )
+    return [html.P(sentence, id="new-plan-total"), table, grid]
+
+
+def plan_problem(field_errors: dict[str, str]) -> str:
+    listed = "; ".join(f"{loc}: {msg}" if loc != "_" else msg for loc, msg in field_errors.items())
+    return f"No plan yet: fix the spec first ({listed})."
+
+
 def route_errors(field_errors: dict[str, str], error_ids: list[dict]) -> list[str]:
     """Place each API error under the most specific field the page shows; the rest go to '_'."""
     shown = [e["field"] for e in error_ids]
@@ -408,48 +452,25 @@ def register(app: Dash, client_factory) -> None:
             return [row for row in rows if row["props"]["id"]["index"] != trigger["index"]]
         raise PreventUpdate
 
-    form_states = [
-        State("new-name", "value"),
-        State("new-dataset", "value"),
-        State("new-dataset-path", "value"),
-        State("new-model", "value"),
-        State("new-epochs", "value"),
-        State("new-batch", "value"),
-        State("new-momentum", "value"),
-        State("new-lr", "value"),
-        State("new-wd", "value"),
-        State("new-step", "value"),
-        State("new-size", "value"),
-        State("new-repeats", "value"),
-    ]
-    variant_states = [
-        State({"type": t, "index": ALL}, p)
-        for t, p in (
-            ("v-name", "value"),
-            ("v-kind", "value"),
-            ("v-ratio", "value"),
-            ("v-method", "value"),
-            ("v-source", "value"),
-            ("v-retrain", "value"),
-            ("v-epochs", "value"),
-            ("v-row", "id"),
-        )
-    ]
+    form_states = [State(component, "value") for component in FORM_FIELDS.values()]
+    variant_states = [State({"type": t, "index": ALL}, "value") for t in VARIANT_FIELDS]
 
     @app.callback(
         Output("new-plan", "children"),
-        Input("new-size", "value"),
-        Input("new-repeats", "value"),
-        Input({"type": "v-kind", "index": ALL}, "value"),
+        *[Input(component, "value") for component in FORM_FIELDS.values()],
+        *[Input({"type": t, "index": ALL}, "value") for t in VARIANT_FIELDS],
     )
-    def show_plan(size, repeats, kinds):
-        counts = planned_runs(size, repeats, [k for k in kinds if k])
-        if counts is None:
-            return "Enter a grid size and repeats to see how many runs this plans."
-        return (
-            f"This will plan {counts['total']:,} runs: {counts['train']:,} training, {counts['prune']} pruning, "
-            f"{counts['quantise']:,} quantisation, {counts['measure']} measurement."
-        )
+    async def show_plan(*values):
+        form, columns = values[: len(FORM_FIELDS)], values[len(FORM_FIELDS) :]
+        spec = spec_from_form(form, columns)
+        spec["name"] = spec["name"] or "preview"  # a name is needed to submit, not to plan
+        try:
+            plan = await client_factory().plan_study(spec)
+        except ApiError as exc:
+            if exc.status == 422:
+                return html.P(plan_problem(exc.field_errors()), className="muted")
+            return html.P(f"No plan: {exc}", className="muted")
+        return plan_view(plan)
 
     @app.callback(
         Output({"type": "err", "field": ALL}, "children"),
@@ -457,60 +478,25 @@ def register(app: Dash, client_factory) -> None:
         Input("new-submit", "n_clicks"),
         *form_states,
         *variant_states,
+        State({"type": "v-row", "index": ALL}, "id"),
         State({"type": "err", "field": ALL}, "id"),
+        State(TOKEN_STORE, "data"),
         prevent_initial_call=True,
     )
-    async def submit(
-        n_clicks,
-        name,
-        dataset,
-        path,
-        model,
-        epochs,
-        batch,
-        momentum,
-        lr,
-        wd,
-        step,
-        size,
-        repeats,
-        v_names,
-        v_kinds,
-        v_ratios,
-        v_methods,
-        v_sources,
-        v_retrains,
-        v_epochs,
-        v_ids,
-        error_ids,
-    ):
+    async def submit(n_clicks, *values):
         if not n_clicks:
             raise PreventUpdate
-        values = dict(
-            name=name,
-            dataset=dataset,
-            path=path,
-            model=model,
-            epochs=epochs,
-            batch=batch,
-            momentum=momentum,
-            lr=lr,
-            wd=wd,
-            step=step,
-            size=size,
-            repeats=repeats,
-        )
-        variants = [
-            variant_spec(*row)
-            for row in zip(
-                v_names, v_kinds, v_ratios, v_methods, v_sources, v_retrains, v_epochs, strict=True
-            )
-        ]
+        n_form, n_variant = len(FORM_FIELDS), len(VARIANT_FIELDS)
+        form, columns = values[:n_form], values[n_form : n_form + n_variant]
+        v_ids, error_ids, token = values[n_form + n_variant :]
         # API errors name variants by their position in the list; the rows carry their own index.
         positions = {str(i): str(row_id["index"]) for i, row_id in enumerate(v_ids)}
         try:
-            study = await client_factory().create_study(build_spec(values, variants))
+            study = await client_factory(token).create_study(spec_from_form(form, columns))
         except ApiError as exc:
+            refused = refused_message(exc)
+            if refused is not None:
+                return [refused if e["field"] == "_" else "" for e in error_ids], no_update
             errors = {}
             for loc, message in exc.field_errors().items():
                 parts = loc.split(".")
@@ -528,15 +514,21 @@ def register(app: Dash, client_factory) -> None:
         Input("import-upload", "contents"),
         State("import-upload", "filename"),
         State("import-name", "value"),
+        State(TOKEN_STORE, "data"),
         prevent_initial_call=True,
     )
-    async def import_csv(contents, filename, name):
+    async def import_csv(contents, filename, name, token):
         if not contents:
             raise PreventUpdate
         payload = base64.b64decode(contents.split(",", 1)[1])
         try:
-            study = await client_factory().import_csv(filename or "results.csv", payload, name=name or None)
+            study = await client_factory(token).import_csv(
+                filename or "results.csv", payload, name=name or None
+            )
         except ApiError as exc:
+            refused = refused_message(exc)
+            if refused is not None:
+                return ["Not imported. ", *refused], no_update
             messages = exc.field_errors()
             return "Import failed: " + "; ".join(messages.values()), no_update
         return "", f"/studies/{study['id']}"

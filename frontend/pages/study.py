@@ -24,8 +24,11 @@ from frontend.figures import record as rec
 from frontend.pages import study_data as sd
 from frontend.pages.components import data_table, figure_card, fmt, progress_bar, status_badge
 from frontend.pages.normalise import study_is_done, study_summary
+from frontend.pages.token import STORE_ID as TOKEN_STORE
+from frontend.pages.token import refused_message
 
 POLL_MS = 3000
+HIDDEN = {"display": "none"}
 
 
 def layout(study_id: str) -> html.Div:
@@ -79,24 +82,33 @@ def layout(study_id: str) -> html.Div:
             html.H2("Performance risk of not retuning"),
             html.Div(id="study-risk-table", className="panel"),
             html.Div(id="study-shift", className="panel"),
+            html.P(id="study-risk-note", className="wait-note"),
             html.Div(
                 [
                     figure_card("risk-absolute", "Risk, absolute (pp)"),
                     figure_card("risk-relative", "Risk, relative (%)"),
                 ],
+                id="study-risk-boxes",
                 className="grid-2",
             ),
             html.H2("Accuracy vs cost"),
+            html.P(id="study-cost-note", className="wait-note"),
             html.Div(
                 [
-                    figure_card("tradeoff-latency", "Accuracy vs latency (batch 1)"),
-                    figure_card("tradeoff-size", "Accuracy vs size on disk"),
+                    html.Div(
+                        [
+                            figure_card("tradeoff-latency", "Accuracy vs latency (batch 1)"),
+                            figure_card("tradeoff-size", "Accuracy vs size on disk"),
+                        ],
+                        className="grid-2",
+                    ),
+                    html.Div(id="study-measure-table", className="panel", style={"marginTop": "16px"}),
                 ],
-                className="grid-2",
+                id="study-cost",
             ),
-            html.Div(id="study-measure-table", className="panel", style={"marginTop": "16px"}),
             html.H2("Pruning"),
             html.Div(id="study-kept", className="grid-cards"),
+            html.P(id="study-hist-note", className="wait-note"),
             html.Div(
                 [
                     html.Div(
@@ -111,6 +123,7 @@ def layout(study_id: str) -> html.Div:
                     ),
                     figure_card("weight-histogram", "Weight histogram"),
                 ],
+                id="study-hist-panel",
                 className="panel",
                 style={"marginTop": "16px"},
             ),
@@ -132,7 +145,24 @@ def _digest(data: Any) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def header(study: dict) -> html.Div:
+def best_line(best_rows: list[dict]) -> html.Div:
+    """The summary's best top-1 of every variant, with the grid point it was found at."""
+    items = [
+        html.Span(
+            [html.B(row["variant"]), f" {fmt(row['top1'])} %"]
+            + ([f" (lr {fmt(row['lr'], 4)}, wd {fmt(row['wd'], 6)})"] if row.get("lr") is not None else []),
+            className="best-item",
+        )
+        if row.get("top1") is not None
+        else html.Span([html.B(row["variant"]), " no result yet"], className="best-item muted")
+        for row in best_rows
+    ]
+    return html.Div(
+        [html.Span("best top-1", className="best-label"), *items], id="study-best", className="meta"
+    )
+
+
+def header(study: dict, best_rows: list[dict] | None = None) -> html.Div:
     s = study_summary(study)
     return html.Div(
         [
@@ -147,6 +177,7 @@ def header(study: dict) -> html.Div:
                 ],
                 className="meta",
             ),
+            best_line(best_rows) if best_rows else None,
             html.Div(progress_bar(s["done"], s["planned"]), id="study-progress", style={"maxWidth": "480px"}),
         ]
     )
@@ -220,7 +251,8 @@ def register(app: Dash, client_factory) -> None:
         default_floor, _ = rec.colour_range(analysis)
         # keep the user's floor across polls; reset it when the scale itself moved (metric toggle)
         keep = floor is not None and low <= floor <= high and (old_min, old_max) == (low, high)
-        return header(data["study"]), low, high, floor if keep else round(default_floor, 1)
+        best_rows = sd.best_per_variant(data)
+        return header(data["study"], best_rows), low, high, floor if keep else round(default_floor, 1)
 
     @app.callback(
         Output("study-landscapes", "children"),
@@ -268,6 +300,8 @@ def register(app: Dash, client_factory) -> None:
         Output("study-shift", "children"),
         Output({"type": "fig", "name": "risk-absolute"}, "figure"),
         Output({"type": "fig", "name": "risk-relative"}, "figure"),
+        Output("study-risk-boxes", "style"),
+        Output("study-risk-note", "children"),
         Input("study-data", "data"),
     )
     def show_tables(data):
@@ -281,12 +315,15 @@ def register(app: Dash, client_factory) -> None:
             html.P("No shift test yet (needs ellipses of the base and the variant).", className="muted")
         ]
         risk_series = sd.risk_series(analysis)
+        risk_note = sd.risk_note(analysis)
         return (
             data_table("ellipses", ellipse_rows, ellipse_cols),
             data_table("risk", risk_rows, risk_cols),
             verdicts,
             risk_box_figure(risk_series),
             risk_box_figure(risk_series, relative=True),
+            HIDDEN if risk_note else None,
+            risk_note,
         )
 
     @app.callback(
@@ -298,6 +335,10 @@ def register(app: Dash, client_factory) -> None:
         Output("study-extension", "children"),
         Output("study-extend", "disabled"),
         Output("study-hist-variant", "options"),
+        Output("study-cost", "style"),
+        Output("study-cost-note", "children"),
+        Output("study-hist-panel", "style"),
+        Output("study-hist-note", "children"),
         Input("study-data", "data"),
     )
     def show_measurements(data):
@@ -316,7 +357,8 @@ def register(app: Dash, client_factory) -> None:
                 f"kept-{name}", f"Kept filters per layer: {name}", kept_fractions_figure(name, fractions)
             )
             for name, fractions in sd.kept_fractions(data).items()
-        ] or [html.P("No structured variant in this study.", className="muted")]
+        ] or [html.P(sd.kept_fractions_note(data), className="wait-note")]
+        cost_note, measured = sd.measurements_note(data, rows)
         scans = sd.sensitivity_scans(data)
         sensitivity = (
             [
@@ -331,6 +373,7 @@ def register(app: Dash, client_factory) -> None:
             else []
         )
         hist_variants = [name for name, h in sd.histograms(data).items() if h]
+        hist_note = "" if hist_variants else sd.histograms_note(data)
         extension, can_extend = sd.extension_panel(data)
         return (
             tradeoff_figure(rows, cost_key="latency_ms", cost_label="latency, batch 1 (ms)", metric=metric),
@@ -341,6 +384,10 @@ def register(app: Dash, client_factory) -> None:
             extension,
             not can_extend,
             hist_variants,
+            None if measured else HIDDEN,
+            cost_note,
+            HIDDEN if hist_note else {"marginTop": "16px"},
+            hist_note,
         )
 
     @app.callback(
@@ -380,14 +427,18 @@ def register(app: Dash, client_factory) -> None:
         Output("study-poll", "disabled", allow_duplicate=True),
         Input("study-extend", "n_clicks"),
         State("study-id", "data"),
+        State(TOKEN_STORE, "data"),
         prevent_initial_call=True,
     )
-    async def extend(n_clicks, study_id):
+    async def extend(n_clicks, study_id, token):
         if not n_clicks:
             raise PreventUpdate
         try:
-            answer = await client_factory().extend_study(study_id, {"proposal": True})
+            answer = await client_factory(token).extend_study(study_id, {"proposal": True})
         except ApiError as exc:
+            refused = refused_message(exc)
+            if refused is not None:
+                return html.Span(["Not extended. ", *refused], className="error"), no_update
             return html.Span(f"Not extended: {exc.detail}", className="error"), no_update
         added = sd.extension_added(answer)
         return html.Span(f"Extended: {added}", className="ok"), False

@@ -15,7 +15,7 @@ from dash.dash_table.Format import Format, Scheme
 from frontend.api_client import ApiClient, ApiError
 from frontend.figures import record as rec
 from frontend.figures.common import finite
-from frontend.pages.components import fmt
+from frontend.pages.components import fmt, fmt_p, fmt_sig
 
 LABELS = {
     "variant": "variant",
@@ -40,7 +40,7 @@ LABELS = {
 
 
 async def load_extras(client: ApiClient, study_id: Any, study: dict) -> dict:
-    """/compare and /variants of the study; an endpoint that fails leaves its part empty."""
+    """/compare, /variants and the measure runs' states; an endpoint that fails leaves its part empty."""
 
     async def safe(coroutine):
         try:
@@ -48,10 +48,80 @@ async def load_extras(client: ApiClient, study_id: Any, study: dict) -> dict:
         except ApiError as exc:
             return {"error": str(exc.detail)}
 
-    compare, variants = await asyncio.gather(
-        safe(client.get(f"/studies/{study_id}/compare")), safe(client.get(f"/studies/{study_id}/variants"))
+    compare, variants, measure = await asyncio.gather(
+        safe(client.get(f"/studies/{study_id}/compare")),
+        safe(client.get(f"/studies/{study_id}/variants")),
+        safe(client.get(f"/studies/{study_id}/runs", kind="measure", limit=1000)),
     )
-    return {"compare": compare or {}, "variants": (variants or {}).get("items", [])}
+    return {
+        "compare": compare or {},
+        "variants": (variants or {}).get("items", []),
+        "measure_runs": [
+            {"variant": run.get("variant"), "status": run.get("status")}
+            for run in (measure or {}).get("items", [])
+        ],
+    }
+
+
+# --- the study's summary and the notes of panels without data ------------------------------------
+ACTIVE_RUN_STATES = ("blocked", "pending", "queued", "running")
+
+
+def best_per_variant(data: dict) -> list[dict]:
+    """Each variant's best top-1 (over its finished runs) with where on the grid it was found."""
+    compare = (data.get("extras") or {}).get("compare") or {}
+    return [
+        {
+            "variant": row.get("name"),
+            "top1": row.get("best_top1"),
+            "lr": row.get("best_lr"),
+            "wd": row.get("best_wd"),
+        }
+        for row in compare.get("variants") or []
+    ]
+
+
+def measure_runs_waiting(data: dict) -> int:
+    runs = (data.get("extras") or {}).get("measure_runs") or []
+    return sum(run.get("status") in ACTIVE_RUN_STATES for run in runs)
+
+
+def _runs(n: int, kind: str) -> str:
+    return f"{n} {kind} run{'s' if n != 1 else ''}"
+
+
+def measurements_note(data: dict, rows: list[dict]) -> tuple[str, bool]:
+    """(one-line note, whether there is anything to draw) for the accuracy vs cost panels."""
+    measured = any(
+        finite(row.get(key)) for row in rows for key in ("latency_ms", "latency_ms_32", "size_mb", "params")
+    )
+    waiting = measure_runs_waiting(data)
+    if (data.get("study") or {}).get("kind") == "imported":
+        return "No measurements: an imported study holds results, not models to measure.", measured
+    if waiting and measured:
+        return f"Waiting for {_runs(waiting, 'more measure')}; the table and plots fill in as they end.", True
+    if waiting:
+        return (
+            f"Waiting for {_runs(waiting, 'measure')}: latency, size, FLOPs and weight histograms appear "
+            "when they finish.",
+            False,
+        )
+    if not measured:
+        runs = (data.get("extras") or {}).get("measure_runs") or []
+        failed = sum(run.get("status") in ("failed", "cancelled") for run in runs)
+        reason = f": {_runs(failed, 'measure')} failed or cancelled" if failed else ""
+        return f"No measurements{reason}.", False
+    return "", True
+
+
+def risk_note(analysis: dict) -> str:
+    """Why there are no risk boxes yet ('' when there are)."""
+    for row in risk_series(analysis):
+        if any(finite(v) for v in row["values"]):
+            return ""
+    if "unavailable" in analysis:
+        return "No performance risk yet: it needs finished runs of the base model."
+    return "No performance risk yet: it needs the base model's 0.5-ROI (finished runs around its best point)."
 
 
 # --- colour scale ------------------------------------------------------------------------------
@@ -205,13 +275,20 @@ def shift_sentence(variant: str, level: Any, test: dict) -> str:
     where = f"{variant}, {level}-ROI: "
     if not test.get("tested") or test.get("p_value") is None:
         return where + f"not tested ({test.get('reason') or 'too few points'})."
-    p = fmt(test["p_value"], 3)
+    p_value = test["p_value"]
+    p = "p < 0.001" if p_value < 1e-3 else f"p = {fmt_p(p_value)}"
     delta = test.get("delta") or [None, None]
-    move = f"centre moved {fmt(delta[0], 2)} in log10 wd and {fmt(delta[1], 2)} in log10 lr"
+    move = f"centre moved {signed(delta[0])} in log10 wd and {signed(delta[1])} in log10 lr"
     if test.get("significant"):
         verdict = test.get("verdict") or "significant shift"
-        return where + f"{verdict} ({move}; permutation p = {p} < {test.get('alpha', 0.05)})."
-    return where + f"no significant shift ({move}; permutation p = {p})."
+        return where + f"{verdict} ({move}; permutation {p}, below α = {test.get('alpha', 0.05)})."
+    return where + f"no significant shift ({move}; permutation {p})."
+
+
+def signed(value: Any) -> str:
+    """A shift in log10 units with its direction: +0.3, -0.0043, <0.001 (too small to sign)."""
+    text = fmt_sig(value, 2)
+    return "+" + text if finite(value) and value > 0 and text[0].isdigit() else text
 
 
 # --- measurements ------------------------------------------------------------------------------
@@ -318,6 +395,28 @@ def kept_fractions(data: dict) -> dict[str, dict[str, float]]:
         for v in _variants(data)
         if v.get("kind") == "structured" and isinstance(v.get("kept_fractions"), dict)
     }
+
+
+def kept_fractions_note(data: dict) -> str:
+    """Why there is no kept-filters chart: no structured variant, or its prune run has not ended."""
+    waiting = [
+        v["name"]
+        for v in _variants(data)
+        if v.get("kind") == "structured" and not isinstance(v.get("kept_fractions"), dict)
+    ]
+    if not waiting:
+        return "No structured variant in this study."
+    return f"Kept filters per layer: waiting for the prune run of {', '.join(waiting)}."
+
+
+def histograms_note(data: dict) -> str:
+    """Why there is no weight histogram to pick."""
+    if (data.get("study") or {}).get("kind") == "imported":
+        return "No weight histograms: an imported study has no models."
+    waiting = measure_runs_waiting(data)
+    if waiting:
+        return f"Weight histograms: waiting for {_runs(waiting, 'measure')}."
+    return "No weight histograms stored."
 
 
 def histograms(data: dict) -> dict[str, dict]:

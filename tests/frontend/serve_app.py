@@ -1,5 +1,6 @@
 """Run the real prunescape app (API + mounted dashboard) for the browser tests:
-`python -m tests.frontend.serve_app PORT DATA_DIR`. Migrates a fresh SQLite database first."""
+`python -m tests.frontend.serve_app PORT DATA_DIR [auth]`. Migrates a fresh SQLite database first;
+with `auth`, writes need a token (team mode, PRUNESCAPE_AUTH=1)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from backend.db.migrate import upgrade
 from backend.settings import Settings
 
 
-def main(port: int, data_dir: str) -> None:
-    settings = Settings(data_dir=Path(data_dir), check_dataset_paths=False)
+def main(port: int, data_dir: str, auth: bool = False) -> None:
+    settings = Settings(data_dir=Path(data_dir), check_dataset_paths=False, auth=auth)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings)
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="info")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2])
+    main(int(sys.argv[1]), sys.argv[2], auth=sys.argv[3:4] == ["auth"])

@@ -3,77 +3,25 @@ driven by Debian's chromium through Playwright. Saves docs/screenshots/{studies,
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.frontend.live import REPO, live_server
 from tests.frontend.synthetic import csv_text
 
-REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-
-
 DATA_DIRS: dict[str, Path] = {}  # server base URL -> its data dir
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
     data_dir = tmp_path_factory.mktemp("prunescape-data")
-    log = open(data_dir / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.frontend.serve_app", str(port), str(data_dir)],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            if httpx.get(base + "/openapi.json", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-    if proc.poll() is not None:
-        log.close()
-        pytest.fail("server did not start:\n" + (data_dir / "server.log").read_text()[-3000:])
-    DATA_DIRS[base] = data_dir
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with live_server(data_dir) as base:
+        DATA_DIRS[base] = data_dir
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -89,30 +37,6 @@ def imported_study(server) -> dict:
     analysis = httpx.get(f"{server}/api/v1/studies/{study['id']}/analysis", timeout=60)
     assert analysis.status_code == 200, analysis.text[:2000]
     return {"study": study, "analysis": analysis.json()}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
 
 
 def test_api_and_docs_are_not_shadowed_by_the_dashboard(server):
@@ -174,6 +98,14 @@ def test_study_page_landscapes_tables_and_click_to_run(server, imported_study, p
     assert f"{analysis['results']['u50']['risk']['mean']:.4g}"[:5] in risk_text
     verdict = analysis["results"]["u50"]["shift"]["1.0"]["verdict"]
     assert verdict in page.locator("#study-shift").inner_text()
+    # the summary names each variant's best top-1; panels with nothing to draw are one line
+    compare = httpx.get(f"{server}/api/v1/studies/{study_id}/compare", timeout=30).json()
+    best_text = page.locator("#study-best").inner_text()
+    for row in compare["variants"]:
+        assert f"{row['name']} {row['best_top1']:.2f} %" in best_text
+    assert "imported study holds results" in page.locator("#study-cost-note").inner_text()
+    assert not page.locator("#study-cost").is_visible()
+    assert not page.locator("#study-hist-panel").is_visible()
     page.wait_for_timeout(500)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "study.png"), full_page=True)
@@ -224,6 +156,19 @@ def test_studies_page_lists_the_study(server, imported_study, page):
 def test_new_study_form_shows_field_errors_then_creates(server, page):
     page.goto(server + "/new")
     page.fill("#new-name", "form test")
+    page.wait_for_selector("text=This will plan 21 runs")
+    # the preview is the API's planner: per variant, and the grid's values
+    rows = page.locator("#new-plan-table tbody tr").all_inner_texts()
+    assert [r.split() for r in rows] == [
+        ["base", "base", "9", "0", "0", "1", "10"],
+        ["u50", "structured", "9", "1", "0", "1", "11"],
+    ]
+    assert page.locator("#new-plan-lr").inner_text() == "0.0398, 0.1, 0.251"
+    assert page.locator("#new-plan-wd").inner_text() == "3.98e-05, 0.0001, 0.000251"
+    page.fill("#new-size", "5")
+    page.wait_for_selector("text=This will plan 53 runs")
+    assert page.locator("#new-plan-lr").inner_text().count(",") == 4
+    page.fill("#new-size", "3")
     page.wait_for_selector("text=This will plan 21 runs")
     page.fill("#new-step", "0")
     page.click("#new-submit")
@@ -284,6 +229,10 @@ def test_running_study_progress_advances_without_reload(server, page):
     page.goto(f"{server}/studies/{study['id']}")
     progress = page.locator("#study-progress")
     progress.get_by_text(f"0 / {total} runs").wait_for()
+    # nothing measured yet: one line instead of empty plots
+    page.locator("#study-cost-note", has_text="Waiting for 1 measure run").wait_for()
+    assert not page.locator("#study-cost").is_visible()
+    assert "waiting for 1 measure run" in page.locator("#study-hist-note").inner_text()
     page.evaluate("window.__marker = 'no reload'")
     assert _finish_runs(DATA_DIRS[server] / "prunescape.db", study["id"], 3) == 3
     progress.get_by_text(f"3 / {total} runs").wait_for(timeout=20_000)

@@ -23,6 +23,8 @@ import sqlalchemy as sa
 from tests.reliability.conftest import API, DEMO_SPEC, LiveServer, row_counts
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# POST routes that validate and answer but store nothing: open like the reads.
+DRY_RUNS = {("POST", f"{API}/studies/plan")}
 UPLOAD_LIMIT = 1024 * 1024
 CLI = [sys.executable, "-c", "from backend.cli.main import main; raise SystemExit(main())"]
 
@@ -91,7 +93,7 @@ def test_every_write_route_refuses_bad_tokens(team) -> None:
     from backend.settings import Settings
 
     app = create_app(Settings(database_url="sqlite://", auth=True))
-    routes = [(m, p) for m, p in write_routes(app) if p.startswith(API)]
+    routes = [(m, p) for m, p in write_routes(app) if p.startswith(API) and (m, p) not in DRY_RUNS]
     # the walk must see the routes we know of, so a new write route is covered too
     assert {("POST", f"{API}/studies"), ("DELETE", f"{API}/studies/{{study_id}}"),
             ("POST", f"{API}/studies/import"), ("POST", f"{API}/runs/{{run_id}}/retry")} <= set(routes)  # fmt: skip
@@ -123,8 +125,11 @@ def test_every_write_route_refuses_bad_tokens(team) -> None:
                     assert response.headers["www-authenticate"] == "Bearer"
                 assert team["alice"] not in response.text and team["bob"] not in response.text
         assert row_counts(settings) == before
-        # reads stay open
+        # reads stay open, and so do the dry runs: they answer without a token and store nothing
         assert client.get(f"{API}/studies/{created.json()['id']}").status_code == 200
+        for method, path in DRY_RUNS:
+            assert client.request(method, path, json=DEMO_SPEC).status_code == 200, path
+        assert row_counts(settings) == before
 
 
 def test_tokens_are_stored_hashed_and_never_logged(team) -> None:
@@ -152,31 +157,39 @@ def test_tokens_are_stored_hashed_and_never_logged(team) -> None:
         assert secret not in log
 
 
-def test_dashboard_writes_obey_auth(team, tmp_path) -> None:
-    """The dashboard writes through the REST API with its own configured token: without one its
-    study submission is refused like any anonymous write, and nothing is stored."""
+def test_dashboard_writes_obey_auth(team, tmp_path, monkeypatch) -> None:
+    """The dashboard has no token of its own: each write carries the token of the browser user who
+    pasted it into the top bar. Without one its study submission is refused like any anonymous write
+    (401, nothing stored), a revoked one is 403, a valid one writes as its owner. The old shared
+    server-side token (PRUNESCAPE_DASHBOARD_TOKEN) is gone: set, it changes nothing."""
     from backend.settings import Settings
     from frontend.api_client import ApiError
     from frontend.app import make_client_factory
 
+    assert "dashboard_token" not in Settings.model_fields
+    monkeypatch.setenv("PRUNESCAPE_DASHBOARD_TOKEN", team["alice"])
     settings = Settings(database_url=team["db"])
     before = row_counts(settings)
-    anonymous = make_client_factory(Settings(data_dir=tmp_path, api_url=team["url"], dashboard_token=None))
+    factory = make_client_factory(Settings(data_dir=tmp_path, api_url=team["url"]))
     with pytest.raises(ApiError) as refused:
-        asyncio.run(anonymous().create_study(DEMO_SPEC))
-    assert (
-        getattr(refused.value, "status", None) in (401, None)
-        and "401" in str(refused.value)
-        or (getattr(refused.value, "status_code", None) == 401)
-    )
+        asyncio.run(factory().create_study(DEMO_SPEC))
+    assert refused.value.status == 401
     assert row_counts(settings) == before
-    revoked = make_client_factory(
-        Settings(data_dir=tmp_path, api_url=team["url"], dashboard_token=team["bob"])
-    )
     with pytest.raises(ApiError) as refused:
-        asyncio.run(revoked().create_study(DEMO_SPEC))
+        asyncio.run(factory(team["bob"]).create_study(DEMO_SPEC))
     assert refused.value.status == 403
+    assert team["bob"] not in str(refused.value)
     assert row_counts(settings) == before
+    # reads need no token; the dry run stores nothing
+    assert asyncio.run(factory().list_studies()) is not None
+    assert asyncio.run(factory().plan_study(DEMO_SPEC))["run_counts"]["total"] == 31
+    assert row_counts(settings) == before
+    created = asyncio.run(factory(team["alice"]).create_study(DEMO_SPEC))
+    assert created["created_by"] == "alice"
+    after = row_counts(settings)
+    assert after["studies"] == before["studies"] + 1 and after["runs"] == before["runs"] + 31
+    log = team["server"].log_text()
+    assert team["alice"] not in log and team["bob"] not in log
 
 
 def _status_after_head(url: str, head: str) -> str:

@@ -18,6 +18,7 @@ from backend.api.schemas import (
     ExtendIn,
     ExtendOut,
     Landscape,
+    PlanOut,
     RunList,
     StudyList,
     StudyOut,
@@ -41,6 +42,13 @@ Sort = Literal[tuple(svc.SORTS)]  # type: ignore[valid-type]
 def create_study(spec: StudySpec, session: SessionDep, settings: SettingsDep, writer: WriterDep) -> Any:
     study = svc.create_study(session, spec, settings, created_by=writer)
     return svc.study_view(session, study, detail=True)
+
+
+@router.post("/plan", response_model=PlanOut)
+def plan_study(spec: StudySpec, settings: SettingsDep) -> Any:
+    """A dry run of POST /studies: the same validation and limits, the runs it would plan; nothing
+    is stored, so it is open like the reads when auth is on."""
+    return svc.plan_preview(spec, settings)
 
 
 @router.get("", response_model=StudyList)

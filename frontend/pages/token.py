@@ -1,0 +1,103 @@
+"""The top bar's "API token" control: each user's own token, kept in their browser.
+
+In team mode (`PRUNESCAPE_AUTH=1`) every write needs a bearer token made by `prunescape token
+create NAME`. The dashboard has none of its own: the user pastes theirs here, it is kept in the
+browser's local storage (`dcc.Store(storage_type="local")`, id `api-token`), and the pages send it
+with that user's writes only. Reads never carry it. It is never written into the page: the control
+says whether a token is set, not what it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from frontend.api_client import ApiError
+
+STORE_ID = "api-token"
+TOKEN_COMMAND = "prunescape token create NAME"
+
+
+def store() -> dcc.Store:
+    return dcc.Store(id=STORE_ID, storage_type="local")
+
+
+def control() -> html.Div:
+    return html.Div(
+        [
+            html.Label("API token", htmlFor="token-input"),
+            dcc.Input(
+                id="token-input",
+                type="password",
+                placeholder="paste your token",
+                autoComplete="off",
+                debounce=False,
+                n_submit=0,
+            ),
+            html.Button("save", id="token-save", className="small"),
+            html.Button("forget", id="token-forget", className="small"),
+            html.Span(id="token-status", className="token-status"),
+        ],
+        className="token-box",
+        title=f"Needed for writes when the server requires tokens; create one with '{TOKEN_COMMAND}'.",
+    )
+
+
+def clean_token(text: Any) -> tuple[str | None, str | None]:
+    """(token, problem): the pasted text without surrounding blanks, or why it cannot be a token."""
+    token = str(text or "").strip()
+    if not token:
+        return None, "paste a token first"
+    if any(ch.isspace() for ch in token) or not token.isprintable():
+        return None, "a token is one word, without spaces"
+    return token, None
+
+
+def refused_message(exc: ApiError) -> list | None:
+    """What to tell the user when a write was refused for want of a (valid) token; None otherwise."""
+    if exc.status == 401:
+        return [
+            "This server requires an API token for writes: create one with ",
+            html.Code(TOKEN_COMMAND),
+            " and paste it in the top bar.",
+        ]
+    if exc.status == 403:
+        return [
+            "Token rejected: the server does not know the token in the top bar, or it was revoked. "
+            "Paste a valid one (",
+            html.Code(TOKEN_COMMAND),
+            ").",
+        ]
+    return None
+
+
+def register(app: Dash) -> None:
+    @app.callback(
+        Output(STORE_ID, "data"),
+        Output("token-input", "value"),
+        Output("token-status", "children", allow_duplicate=True),
+        Input("token-save", "n_clicks"),
+        Input("token-input", "n_submit"),
+        Input("token-forget", "n_clicks"),
+        State("token-input", "value"),
+        prevent_initial_call=True,
+    )
+    def save_or_forget(_save, _submit, _forget, pasted):
+        if not ctx.triggered or not ctx.triggered[0]["value"]:
+            raise PreventUpdate
+        if ctx.triggered_id == "token-forget":
+            return None, "", no_update  # show_status follows the store
+        token, problem = clean_token(pasted)
+        if problem:
+            return no_update, "", problem
+        return token, "", no_update
+
+    @app.callback(
+        Output("token-status", "children"),
+        Input(STORE_ID, "modified_timestamp"),
+        State(STORE_ID, "data"),
+    )
+    def show_status(_modified, token):
+        return "token set" if token else "no token: reads only"

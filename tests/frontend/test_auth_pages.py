@@ -1,0 +1,155 @@
+"""The dashboard against a server with auth on (team mode): each browser user writes with the token
+they paste into the top bar, kept in the browser's local storage and never shown in the page."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from backend.db.session import dispose_engines, session_scope
+from backend.services.tokens import create_token, revoke_token
+from backend.settings import Settings
+from tests.frontend.live import live_server
+
+API = "/api/v1"
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("prunescape-team")
+    with live_server(data_dir, auth=True) as base:
+        # tokens as `prunescape token create NAME` makes them, in the server's own database
+        settings = Settings(data_dir=data_dir)
+        with session_scope(settings) as session:
+            alice = create_token(session, "alice")
+            revoked = create_token(session, "mallory")
+            revoke_token(session, "mallory")
+        dispose_engines()
+        yield {
+            "url": base,
+            "alice": alice,
+            "revoked": revoked,
+            "log": data_dir / "server.log",
+            "db": data_dir / "prunescape.db",
+        }
+
+
+def _studies(url: str) -> int:
+    return httpx.get(f"{url}{API}/studies", timeout=30).json()["total"]
+
+
+def _paste_token(page, token: str) -> None:
+    page.fill("#token-input", token)
+    page.click("#token-save")
+    page.locator("#token-status", has_text="token set").wait_for()
+
+
+def _submit_error(page) -> str:
+    """Text of the form's general error line, once it has some."""
+    page.wait_for_function(
+        """() => { const e = [...document.querySelectorAll('.error')].find(d => d.id.includes('"field":"_"'));
+                  return e && e.innerText.length > 0; }"""
+    )
+    return page.locator('.error[id*=\'"field":"_"\']').inner_text()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_new_study_needs_the_users_token(team, page):
+    url, alice, revoked = team["url"], team["alice"], team["revoked"]
+    page.goto(url + "/new")
+    page.locator("#token-status", has_text="no token").wait_for()
+    page.fill("#new-name", "team study")
+    # the plan preview is a dry run: it works without a token
+    page.wait_for_selector("text=This will plan 21 runs")
+
+    page.click("#new-submit")
+    message = _submit_error(page)
+    assert "requires an API token for writes" in message
+    assert "prunescape token create NAME" in message and "top bar" in message
+    assert page.url.endswith("/new") and _studies(url) == 0
+
+    _paste_token(page, revoked)
+    page.click("#new-submit")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.error')].some(d => d.innerText.includes('Token rejected'))"""
+    )
+    assert page.url.endswith("/new") and _studies(url) == 0
+
+    _paste_token(page, alice)
+    assert page.input_value("#token-input") == ""  # the box is emptied once the token is kept
+    page.click("#new-submit")
+    page.wait_for_url(re.compile(r".*/studies/\d+$"))
+    study_id = page.url.rsplit("/", 1)[1]
+    study = httpx.get(f"{url}{API}/studies/{study_id}", timeout=30).json()
+    assert study["name"] == "team study" and study["created_by"] == "alice"
+    assert _studies(url) == 1
+    page.locator("#study-header", has_text="team study").wait_for()
+
+    # kept in this browser's local storage across reloads, never written into the page or the log
+    assert page.evaluate("JSON.parse(localStorage.getItem('api-token'))") == alice
+    page.reload()
+    page.locator("#token-status", has_text="token set").wait_for()
+    for secret in (alice, revoked):
+        assert secret not in page.content()
+        assert secret not in team["log"].read_text()
+    page.click("#token-forget")
+    page.locator("#token-status", has_text="no token").wait_for()
+    assert page.evaluate("localStorage.getItem('api-token')") in (None, "null")
+    assert not page.errors
+
+
+def _finish_base_runs(db_path, study_id: int) -> None:
+    """Stand in for the workers: every base train run succeeded, the best at the grid's corner
+    (i = j = 1), so the analysis proposes extending the grid there."""
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        runs = conn.execute(
+            "select id, grid_i, grid_j from runs where study_id = ? and kind = 'train'", (study_id,)
+        ).fetchall()
+        for run_id, i, j in runs:
+            conn.execute(
+                "update runs set status = 'succeeded', top1 = ?, epochs_done = 1, attempts = 1, "
+                "finished_at = CURRENT_TIMESTAMP where id = ?",
+                (80.0 + 3 * (i + j), run_id),
+            )
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_extending_a_study_needs_the_token_too(team, page):
+    """Every write of the dashboard sends the user's token, not only the form: extending a study."""
+    spec = {
+        "name": "extend me",
+        "dataset": {"name": "digits"},
+        "model": {"name": "digits_cnn"},
+        "grid": {"lr_centre": 0.1, "wd_centre": 1e-4, "step": 0.4, "size": 3},
+        "variants": [{"name": "base", "kind": "base"}],
+    }
+    created = httpx.post(
+        f"{team['url']}{API}/studies",
+        json=spec,
+        headers={"Authorization": f"Bearer {team['alice']}"},
+        timeout=60,
+    )
+    assert created.status_code == 201, created.text
+    study_id = created.json()["id"]
+    _finish_base_runs(team["db"], study_id)
+
+    def total_runs() -> int:
+        return httpx.get(f"{team['url']}{API}/studies/{study_id}", timeout=30).json()["progress"]["total"]
+
+    before = total_runs()
+    page.goto(f"{team['url']}/studies/{study_id}")
+    page.locator("#study-extension", has_text="Proposed").wait_for()
+    page.click("#study-extend")
+    page.locator("#study-extend-result", has_text="requires an API token for writes").wait_for()
+    assert total_runs() == before
+    _paste_token(page, team["alice"])
+    page.click("#study-extend")
+    page.locator("#study-extend-result", has_text="Extended").wait_for()
+    assert total_runs() > before
+    assert not page.errors

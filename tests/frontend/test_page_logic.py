@@ -1,0 +1,219 @@
+"""The pages' pure parts without a browser: number formatting, the notes of panels without data,
+the study summary's best top-1, the plan preview, and the token control's rules."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from frontend.api_client import ApiClient, ApiError
+from frontend.app import make_client_factory
+from frontend.pages import new
+from frontend.pages import study_data as sd
+from frontend.pages.components import fmt_p, fmt_sig
+from frontend.pages.token import clean_token, refused_message
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.0043, "0.0043"),
+        (-0.0043, "-0.0043"),
+        (0.3, "0.3"),
+        (0.25, "0.25"),
+        (12.34, "12"),
+        (1e-17, "<0.001"),  # float noise of identical centres
+        (0, "0"),
+        (None, "—"),
+        (float("nan"), "—"),
+    ],
+)
+def test_significant_figures_keep_small_numbers(value, text):
+    assert fmt_sig(value) == text
+
+
+@pytest.mark.parametrize(
+    ("p", "text"),
+    [
+        (0.0004, "<0.001"),
+        (1 / 1001, "<0.001"),
+        (0.001, "0.001"),
+        (0.004, "0.004"),
+        (0.0496, "0.0496"),
+        (0.41, "0.41"),
+    ],
+)
+def test_p_values(p, text):
+    assert fmt_p(p) == text
+
+
+def test_shift_sentence_never_rounds_a_tiny_shift_to_zero():
+    test = {
+        "tested": True,
+        "p_value": 1 / 10001,
+        "delta": [0.0043, -0.0004],
+        "significant": True,
+        "verdict": "shift towards larger wd",
+        "alpha": 0.05,
+    }
+    sentence = sd.shift_sentence("u50", "1.0", test)
+    assert "0.00 " not in sentence and "0.000 " not in sentence
+    assert "+0.0043 in log10 wd" in sentence and "<0.001 in log10 lr" in sentence
+    assert "permutation p < 0.001" in sentence and "shift towards larger wd" in sentence
+    test.update(p_value=0.41, significant=False, delta=[0.3, -0.25])
+    sentence = sd.shift_sentence("u50", "0.5", test)
+    assert "no significant shift" in sentence and "p = 0.41" in sentence
+    assert "+0.3 in log10 wd and -0.25 in log10 lr" in sentence
+
+
+def _data(measure_statuses, compare_rows=(), kind="native", variants=()):
+    return {
+        "study": {"kind": kind},
+        "analysis": {},
+        "extras": {
+            "compare": {"variants": list(compare_rows)},
+            "variants": list(variants),
+            "measure_runs": [{"variant": f"v{n}", "status": s} for n, s in enumerate(measure_statuses)],
+        },
+    }
+
+
+def test_panels_without_measurements_say_what_they_wait_for():
+    data = _data(["pending", "blocked", "running"])
+    rows = sd.measurement_rows(data)
+    note, drawable = sd.measurements_note(data, rows)
+    assert note.startswith("Waiting for 3 measure runs") and not drawable
+    assert sd.histograms_note(data) == "Weight histograms: waiting for 3 measure runs."
+
+    measured = {"name": "base", "kind": "base", "params": 1000, "size_mb": 0.1, "best_top1": 91.0}
+    data = _data(["succeeded", "pending"], [measured, {"name": "u50", "kind": "structured"}])
+    note, drawable = sd.measurements_note(data, sd.measurement_rows(data))
+    assert note.startswith("Waiting for 1 more measure run;") and drawable
+
+    data = _data(["succeeded", "succeeded"], [measured])
+    assert sd.measurements_note(data, sd.measurement_rows(data)) == ("", True)
+
+    data = _data(["failed", "cancelled"])
+    assert sd.measurements_note(data, []) == ("No measurements: 2 measure runs failed or cancelled.", False)
+
+    data = _data([], kind="imported")
+    assert "imported study" in sd.measurements_note(data, [])[0]
+    assert "imported study" in sd.histograms_note(data)
+
+
+def test_kept_fractions_note_names_the_variants_still_pruning():
+    variants = [
+        {"name": "base", "kind": "base"},
+        {"name": "u50", "kind": "structured", "kept_fractions": None},
+        {"name": "n50", "kind": "structured", "kept_fractions": {"conv1": 0.5}},
+    ]
+    assert sd.kept_fractions_note(_data([], variants=variants)) == (
+        "Kept filters per layer: waiting for the prune run of u50."
+    )
+    assert sd.kept_fractions_note(_data([], variants=variants[:1])) == "No structured variant in this study."
+
+
+def test_risk_note_only_without_risk_values():
+    with_values = {"variants": ["base"], "results": {"base": {"risk": {"values": [0.1, 0.2]}}}}
+    assert sd.risk_note(with_values) == ""
+    without = {"variants": ["base"], "results": {"base": {"risk": {"values": []}}}}
+    assert "0.5-ROI" in sd.risk_note(without)
+    assert "finished runs" in sd.risk_note({"variants": [], "results": {}, "unavailable": "no runs"})
+
+
+def test_best_top1_per_variant_from_compare():
+    rows = [
+        {"name": "base", "best_top1": 92.0, "best_lr": 0.1, "best_wd": 1e-4},
+        {"name": "q8", "best_top1": None, "best_lr": None, "best_wd": None},
+    ]
+    assert sd.best_per_variant(_data([], rows)) == [
+        {"variant": "base", "top1": 92.0, "lr": 0.1, "wd": 1e-4},
+        {"variant": "q8", "top1": None, "lr": None, "wd": None},
+    ]
+
+
+PLAN = {
+    "run_counts": {"train": 18, "prune": 1, "quantise": 9, "measure": 3, "total": 31},
+    "variants": [
+        {"name": "base", "kind": "base", "source": None, "train": 9, "prune": 0, "quantise": 0, "measure": 1,
+         "total": 10},
+        {"name": "u50", "kind": "structured", "source": "base", "train": 9, "prune": 1, "quantise": 0,
+         "measure": 1, "total": 11},
+        {"name": "q8", "kind": "int8", "source": "base", "train": 0, "prune": 0, "quantise": 9, "measure": 1,
+         "total": 10},
+    ],
+    "grid_points": 9,
+    "repeats": 1,
+    "lr_values": [0.0398107170553, 0.1, 0.251188643151],
+    "wd_values": [3.98107170553e-05, 0.0001, 0.000251188643151],
+}  # fmt: skip
+
+
+def test_plan_preview_shows_counts_per_variant_and_the_grid():
+    sentence, table, grid = new.plan_view(PLAN)
+    assert sentence.children == (
+        "This will plan 31 runs: 18 training, 1 pruning, 9 quantisation, 3 measurement."
+    )
+    body = table.children[1].children
+    assert [[cell.children for cell in row.children] for row in body][2] == [
+        "q8",
+        "int8",
+        "0",
+        "0",
+        "9",
+        "1",
+        "10",
+    ]
+    assert str(grid.children[0].children) == "grid: 3 x 3 points x 1 seed"
+    assert grid.children[1].children[1].children == "0.0398, 0.1, 0.251"
+    assert grid.children[2].children[1].children == "3.98e-05, 0.0001, 0.000251"
+
+
+def test_form_values_make_the_spec_the_api_gets():
+    form = ["  s  ", "digits", None, "digits_cnn", 3, 64, 0.9, 0.1, 1e-4, 0.4, 3, 1]
+    columns = [["base", "u50"], ["base", "structured"], [None, 0.5], [None, "uniform"], ["", ""],
+               [None, None], [None, None]]  # fmt: skip
+    spec = new.spec_from_form(form, columns)
+    assert spec["name"] == "s" and spec["grid"] == {
+        "lr_centre": 0.1,
+        "wd_centre": 1e-4,
+        "step": 0.4,
+        "size": 3,
+    }
+    assert spec["variants"] == [
+        {"name": "base", "kind": "base"},
+        {"name": "u50", "kind": "structured", "flops_ratio": 0.5, "method": "uniform"},
+    ]
+    assert "path" not in spec["dataset"]
+
+
+def test_token_rules_and_refusal_messages():
+    assert clean_token("  psk_abc \n") == ("psk_abc", None)
+    assert clean_token("") == (None, "paste a token first")
+    assert clean_token("psk a")[0] is None
+    unauthorised = refused_message(ApiError(401, "missing Authorization header", "/studies"))
+    text = "".join(part if isinstance(part, str) else part.children for part in unauthorised)
+    assert text == (
+        "This server requires an API token for writes: create one with prunescape token create NAME "
+        "and paste it in the top bar."
+    )
+    rejected = refused_message(ApiError(403, "unknown or revoked token", "/studies"))
+    assert rejected[0].startswith("Token rejected")
+    assert refused_message(ApiError(422, [], "/studies")) is None
+
+
+def test_writes_carry_the_given_token_and_reads_none():
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, json={"items": [], "id": 1})
+
+    transport = httpx.MockTransport(handler)
+    asyncio.run(ApiClient("http://api", token="psk_user", transport=transport).create_study({}))
+    asyncio.run(ApiClient("http://api", transport=transport).list_studies())
+    assert seen == ["Bearer psk_user", None]
+    factory = make_client_factory(api_url="http://api")
+    assert factory().headers == {} and factory("psk_x").headers == {"authorization": "Bearer psk_x"}
