@@ -92,6 +92,7 @@ class Run(Base):
         sa.Index("ix_runs_study_variant", "study_id", "variant_id"),
         sa.Index("ix_runs_depends_on", "depends_on_id"),
         sa.Index("ix_runs_study_finished", "study_id", "finished_at"),
+        sa.Index("ix_runs_study_ids", "study_id", "id"),  # run pages by id, a study's last run id
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

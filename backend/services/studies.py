@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import statistics
-import threading
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backend.db.models import (
     ACTIVE_STATUSES,
+    FINISHED_STATUSES,
     RUN_STATUSES,
     Artefact,
     Run,
@@ -36,6 +40,7 @@ from backend.services.planner import (
     plan_study,
     summarise_plan,
 )
+from backend.services.read_cache import JsonBody, StudyVersion, read_cache, study_version, to_json_body
 from backend.settings import Settings
 from backend.spec import SpecError, StudySpec, check_limits, parse_spec
 
@@ -84,22 +89,36 @@ def progress_counts(session: Session, study_ids: list[int]) -> dict[int, dict[st
         for sid, status, n in rows:
             counts[sid][status] = n
     for c in counts.values():
-        c["total"] = sum(c[s] for s in RUN_STATUSES)
-        c["finished"] = c["total"] - sum(c[s] for s in ACTIVE_STATUSES)
+        _progress_totals(c)
+    return counts
+
+
+def _progress_totals(counts: dict[str, int]) -> dict[str, int]:
+    counts["total"] = sum(counts[s] for s in RUN_STATUSES)
+    counts["finished"] = counts["total"] - sum(counts[s] for s in ACTIVE_STATUSES)
     return counts
 
 
 def kind_counts(session: Session, study_id: int) -> dict[str, int]:
-    counts = {"train": 0, "prune": 0, "quantise": 0, "measure": 0}
-    for kind, n in session.execute(
-        sa.select(Run.kind, sa.func.count()).where(Run.study_id == study_id).group_by(Run.kind)
+    return _status_kind_counts(session, study_id)[1]
+
+
+def _status_kind_counts(session: Session, study_id: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Progress (runs by status) and run counts by kind of one study, from one pass over its runs."""
+    progress = dict.fromkeys(RUN_STATUSES, 0)
+    kinds = {"train": 0, "prune": 0, "quantise": 0, "measure": 0}
+    for status, kind, n in session.execute(
+        sa.select(Run.status, Run.kind, sa.func.count())
+        .where(Run.study_id == study_id)
+        .group_by(Run.status, Run.kind)
     ):
-        counts[kind] = n
-    counts["total"] = sum(counts.values())
-    return counts
+        progress[status] += n
+        kinds[kind] += n
+    kinds["total"] = sum(kinds.values())
+    return _progress_totals(progress), kinds
 
 
-def derive_status(study: Study, progress: dict[str, int]) -> str:
+def derive_status(study: Study | sa.Row[Any], progress: dict[str, int]) -> str:
     """Study status from its runs; `cancelled` sticks once asked for (until a retry or extension)."""
     active = sum(progress[s] for s in ACTIVE_STATUSES)
     if study.status == "cancelled":
@@ -124,12 +143,54 @@ def refresh_status(session: Session, study: Study, progress: dict[str, int] | No
 
 
 def study_view(session: Session, study: Study, *, detail: bool) -> dict[str, Any]:
-    progress = progress_counts(session, [study.id])[study.id]
+    if detail:
+        progress, run_counts = _status_kind_counts(session, study.id)
+    else:
+        progress, run_counts = progress_counts(session, [study.id])[study.id], None
     refresh_status(session, study, progress)
-    return _view(study, progress, kind_counts(session, study.id) if detail else None)
+    return _view(study, progress, run_counts, _variant_name_lists(session, [study.id])[study.id])
 
 
-def _view(study: Study, progress: dict[str, int], run_counts: dict[str, int] | None) -> dict[str, Any]:
+def study_json(session: Session, study_id: int) -> bytes:
+    """GET /studies/{id} as JSON bytes, its stored status refreshed (and committed) on the way.
+
+    While none of its runs is active the view is a function of the study's data version (ended
+    runs change only by leaving the ended set, which moves the version), so it is kept as bytes:
+    a settled 10,000-run study answers without counting its runs again."""
+    version = study_version(session, study_id)
+    key = ("study", study_id, version)
+    if version.active_runs == 0:
+        body = read_cache.get(key)
+        if body is not None:
+            return body
+    study = get_study(session, study_id)
+    view = study_view(session, study, detail=True)
+    moved = session.is_modified(study)
+    session.commit()
+    for name in ("created_at", "updated_at", "finished_at"):
+        view[name] = as_utc(view[name])
+    body = pydantic_core.to_json(view)
+    if version.active_runs == 0 and not moved:
+        read_cache.put(key, body, len(body))
+    return body
+
+
+def _variant_name_lists(session: Session, study_ids: list[int]) -> dict[int, list[str]]:
+    """Variant names per study in id order: names only (a Variant row carries histograms and scans)."""
+    names: dict[int, list[str]] = {sid: [] for sid in study_ids}
+    if study_ids:
+        for sid, name in session.execute(
+            sa.select(Variant.study_id, Variant.name)
+            .where(Variant.study_id.in_(study_ids))
+            .order_by(Variant.id)
+        ):
+            names[sid].append(name)
+    return names
+
+
+def _view(
+    study: Study, progress: dict[str, int], run_counts: dict[str, int] | None, variant_names: list[str]
+) -> dict[str, Any]:
     view = {
         "id": study.id,
         "name": study.name,
@@ -141,7 +202,7 @@ def _view(study: Study, progress: dict[str, int], run_counts: dict[str, int] | N
         "finished_at": study.finished_at,
         "model": (study.spec.get("model") or {}).get("name"),
         "dataset": (study.spec.get("dataset") or {}).get("name"),
-        "variants": [v.name for v in study.variants],
+        "variants": variant_names,
         "progress": progress,
     }
     if run_counts is not None:
@@ -155,27 +216,33 @@ def list_studies(
 ) -> dict[str, Any]:
     # Statuses are derived from runs; refresh the stored ones of unfinished studies first so the
     # status filter and the total agree with what each item shows.
-    open_studies = session.scalars(sa.select(Study).where(Study.status.in_(("pending", "running")))).all()
+    # Ids and stored statuses first; only the studies whose status moved are loaded and updated.
+    open_studies = session.execute(
+        sa.select(Study.id, Study.status).where(Study.status.in_(("pending", "running")))
+    ).all()
     if open_studies:
         progress = progress_counts(session, [s.id for s in open_studies])
-        for study in open_studies:
-            refresh_status(session, study, progress[study.id])
-        session.flush()
+        moved = [s.id for s in open_studies if derive_status(s, progress[s.id]) != s.status]
+        if moved:
+            for study in session.scalars(sa.select(Study).where(Study.id.in_(moved))):
+                refresh_status(session, study, progress[study.id])
+            session.flush()
     query = sa.select(Study)
     if status is not None:
         query = query.where(Study.status == status)
     total = session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
     studies = session.scalars(query.order_by(SORTS[sort], Study.id.desc()).limit(limit).offset(offset)).all()
     progress = progress_counts(session, [s.id for s in studies])
+    names = _variant_name_lists(session, [s.id for s in studies])
     return {
-        "items": [_view(s, progress[s.id], None) for s in studies],
+        "items": [_view(s, progress[s.id], None, names[s.id]) for s in studies],
         "total": total,
         "limit": limit,
         "offset": offset,
     }
 
 
-def list_runs(
+def runs_page_json(
     session: Session,
     study_id: int,
     *,
@@ -184,24 +251,80 @@ def list_runs(
     variant: str | None = None,
     status: str | None = None,
     kind: str | None = None,
-) -> dict[str, Any]:
-    get_study(session, study_id)
-    query = sa.select(Run).where(Run.study_id == study_id)
+) -> bytes:
+    """One page of a study's runs (by id) as the API's RunList JSON, with UTC times.
+
+    Without a status filter the page's ids come from the study's cached id list (the runs a
+    variant / kind filter selects never change once stored; new runs move the version), so a deep
+    page is a primary-key range read instead of OFFSET over the study's 10,000 runs plus a count.
+    A page whose runs have all ended is kept as bytes for this data version: an ended run's row
+    changes only when a retry puts it back in the active set, which moves the version."""
+    version = study_version(session, study_id)  # 404 when there is no such study
+    names = _cached_variant_names(session, version)
+    variant_id = None
     if variant is not None:
-        query = query.where(Run.variant_id == _variant(session, study_id, variant).id)
-    if status is not None:
-        query = query.where(Run.status == status)
+        variant_id = next((vid for vid, name in names.items() if name == variant), None)
+        if variant_id is None:
+            raise NotFound(f"study {study_id} has no variant {variant!r}")
+    key = ("runs_page", study_id, version, variant_id, kind, status, limit, offset)
+    body = read_cache.get(key)
+    if body is not None:
+        return body
+    filters = [Run.study_id == study_id]
+    if variant_id is not None:
+        filters.append(Run.variant_id == variant_id)
     if kind is not None:
-        query = query.where(Run.kind == kind)
-    total = session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
-    runs = session.scalars(query.order_by(Run.id).limit(limit).offset(offset)).all()
-    names = _variant_names(session, study_id)
-    return {
-        "items": [run_view(r, names) for r in runs],
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }
+        filters.append(Run.kind == kind)
+    if status is None:
+        ids = _run_ids(session, version, variant_id, kind, filters)
+        total = len(ids)
+        page = ids[offset : offset + limit]
+        rows = []
+        if page:
+            rows = session.execute(
+                sa.select(*RUN_COLUMNS)
+                .where(*filters, Run.id >= page[0], Run.id <= page[-1])
+                .order_by(Run.id)
+            ).all()
+    else:
+        filters.append(Run.status == status)
+        total = session.scalar(sa.select(sa.func.count()).where(*filters)) or 0
+        rows = session.execute(
+            sa.select(*RUN_COLUMNS).where(*filters).order_by(Run.id).limit(limit).offset(offset)
+        ).all()
+    items = [_run_row_view(row, names) for row in rows]
+    body = pydantic_core.to_json({"items": items, "total": total, "limit": limit, "offset": offset})
+    ended = status is None or status in FINISHED_STATUSES
+    if ended and all(item["status"] in FINISHED_STATUSES for item in items):
+        read_cache.put(key, body, len(body))
+    return body
+
+
+def _cached_variant_names(session: Session, version: StudyVersion) -> dict[int, str]:
+    """Variant id -> name; a study's variants are made with it and never renamed."""
+    key = ("variant_names", version.study_id, (version.database, version.created_at))
+    return read_cache.get_or_build(
+        key, lambda: _variant_names(session, version.study_id), size=lambda names: 100 * len(names)
+    )
+
+
+def _run_ids(
+    session: Session, version: StudyVersion, variant_id: int | None, kind: str | None, filters: list[Any]
+) -> array:
+    # Ids only change when runs are added (a higher last id; an extension also moves updated_at,
+    # which covers two extensions committing out of id order).
+    key = (
+        "run_ids",
+        version.study_id,
+        (version.database, version.created_at, version.updated_at, version.last_run_id),
+        variant_id,
+        kind,
+    )
+
+    def build() -> array:
+        return array("q", session.scalars(sa.select(Run.id).where(*filters).order_by(Run.id)))
+
+    return read_cache.get_or_build(key, build, size=lambda ids: ids.itemsize * len(ids) + 64)
 
 
 RUN_FIELDS = [
@@ -232,10 +355,29 @@ RUN_FIELDS = [
 ]
 
 
+RUN_COLUMNS = [getattr(Run, name) for name in RUN_FIELDS]
+RUN_TIMES = ("created_at", "queued_at", "started_at", "finished_at", "heartbeat_at")
+
+
 def run_view(run: Run, variant_names: dict[int, str]) -> dict[str, Any]:
     view = {name: getattr(run, name) for name in RUN_FIELDS}
     view["variant"] = variant_names[run.variant_id]
     return view
+
+
+def _run_row_view(row: sa.Row, variant_names: dict[int, str]) -> dict[str, Any]:
+    """A RUN_COLUMNS row as the API's RunOut: times in UTC (SQLite hands them back naive)."""
+    view = row._asdict()
+    view["variant"] = variant_names[row.variant_id]
+    for name in RUN_TIMES:
+        view[name] = as_utc(view[name])
+    return view
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def run_detail(session: Session, run_id: int) -> dict[str, Any]:
@@ -452,7 +594,7 @@ def delete_study(session: Session, study_id: int, settings: Settings) -> None:
                 path.unlink()
             except OSError as exc:
                 log.warning("could not remove artefact %s: %s", path, exc)
-    _cache_drop(study_id)
+    read_cache.drop_study(study_id)
 
 
 def resolve_artefact_path(settings: Settings, relative: str) -> Path | None:
@@ -730,20 +872,10 @@ def rows_to_csv(rows: Iterable[dict[str, Any]]) -> str:
 
 
 # --- analysis, landscape, comparison -------------------------------------------------------------------
-_analysis_cache: dict[tuple[int, str, int, str], dict[str, Any]] = {}
-_CACHE_MAX = 64
-_key_locks: dict[tuple[int, str, int, str], threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def _cache_drop(study_id: int) -> None:
-    for key in [k for k in _analysis_cache if k[0] == study_id]:
-        _analysis_cache.pop(key, None)
-
-
 def invalidate_analysis(study_id: int) -> None:
-    """Forget cached analyses of a study (call when one of its runs finishes)."""
-    _cache_drop(study_id)
+    """Forget this process' cached reads of a study. Not needed for correctness (cache keys carry
+    the study's data version, read from the database on every request); it frees memory."""
+    read_cache.drop_study(study_id)
 
 
 def result_rows(session: Session, study_id: int) -> list[dict[str, Any]]:
@@ -772,39 +904,24 @@ def result_rows(session: Session, study_id: int) -> list[dict[str, Any]]:
     ]
 
 
+def analysis_json(session: Session, study_id: int, *, metric: str) -> JsonBody:
+    """The analysis as JSON bytes, computed once per data version of the study (read_cache)."""
+    version = study_version(session, study_id)
+    return read_cache.get_or_build(
+        ("analysis", study_id, version, metric),
+        lambda: to_json_body(_compute_analysis(session, study_id, metric)),
+        size=lambda cached: cached.nbytes,
+    )
+
+
 def analysis_for(session: Session, study_id: int, *, metric: str) -> dict[str, Any]:
-    study = get_study(session, study_id)
-    n_finished, last = session.execute(
-        sa.select(sa.func.count(), sa.func.max(Run.finished_at)).where(
-            Run.study_id == study_id, Run.status.in_(FINISHED_OK)
-        )
-    ).one()
-    key = (study_id, metric, n_finished, str(last))
-    cached = _analysis_cache.get(key)
-    if cached is not None:
-        return cached
-    # One computation per key: concurrent first calls wait for it instead of all computing
-    # (under 50 clients a cold cache otherwise turned a 0.4 s analysis into 7 s p95).
-    with _key_lock(key):
-        cached = _analysis_cache.get(key)
-        if cached is not None:
-            return cached
-        return _compute_analysis(session, study, key, metric)
+    return json.loads(analysis_json(session, study_id, metric=metric).body)
 
 
-def _key_lock(key: tuple[int, str, int, str]) -> threading.Lock:
-    with _locks_guard:
-        if len(_key_locks) > 4 * _CACHE_MAX:
-            _key_locks.clear()
-        return _key_locks.setdefault(key, threading.Lock())
-
-
-def _compute_analysis(
-    session: Session, study: Study, key: tuple[int, str, int, str], metric: str
-) -> dict[str, Any]:
-    study_id = study.id
+def _compute_analysis(session: Session, study_id: int, metric: str) -> dict[str, Any]:
     from backend.analysis import analyse
 
+    study = get_study(session, study_id)
     rows = result_rows(session, study_id)
     base = next((v.name for v in study.variants if v.kind == "base"), "base")
     grid = _analysis_grid(study.spec["grid"]) if study.kind == "native" else None
@@ -812,14 +929,9 @@ def _compute_analysis(
         raise Conflict(f"study {study_id} has no finished runs yet; nothing to analyse")
     try:
         report = analyse(rows, metric=metric, base=base, grid=grid)
-        result = report.to_dict() if hasattr(report, "to_dict") else report
+        return report.to_dict() if hasattr(report, "to_dict") else report
     except ValueError as exc:  # e.g. ResultsFileError: no top5 values for metric=top5
         raise FieldError(["query", "metric"], str(exc)) from None
-    _cache_drop(study_id)
-    if len(_analysis_cache) >= _CACHE_MAX:
-        _analysis_cache.pop(next(iter(_analysis_cache)))
-    _analysis_cache[key] = result
-    return result
 
 
 def _analysis_grid(grid: dict[str, Any]) -> dict[str, Any]:
@@ -829,6 +941,16 @@ def _analysis_grid(grid: dict[str, Any]) -> dict[str, Any]:
         lo, hi = grid[f"{axis}_range"]
         out[f"{axis}_indices"] = list(range(lo, hi + 1))
     return out
+
+
+def landscape_json(session: Session, study_id: int, variant_name: str, *, metric: str) -> JsonBody:
+    """`landscape` as JSON bytes, computed once per data version of the study (read_cache)."""
+    version = study_version(session, study_id)
+    return read_cache.get_or_build(
+        ("landscape", study_id, version, variant_name, metric),
+        lambda: to_json_body(landscape(session, study_id, variant_name, metric=metric)),
+        size=lambda cached: cached.nbytes,
+    )
 
 
 def landscape(session: Session, study_id: int, variant_name: str, *, metric: str) -> dict[str, Any]:

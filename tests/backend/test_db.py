@@ -19,9 +19,14 @@ def test_migration_builds_the_models_schema(settings):
     for table in Base.metadata.sorted_tables:
         assert {c["name"] for c in inspector.get_columns(table.name)} == {c.name for c in table.columns}
     run_indexes = {ix["name"] for ix in inspector.get_indexes("runs")}
-    assert {"ix_runs_study_status", "ix_runs_study_variant", "ix_runs_depends_on"} <= run_indexes
+    assert {
+        "ix_runs_study_status",
+        "ix_runs_study_variant",
+        "ix_runs_depends_on",
+        "ix_runs_study_ids",
+    } <= run_indexes
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
 
 
 def test_sqlite_pragmas_and_downgrade(tmp_path):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from fastapi.responses import PlainTextResponse
 
 from backend.api.deps import SessionDep, SettingsDep, StudyId, WriterDep
+from backend.api.responses import NOT_MODIFIED, cached_json_response
 from backend.api.schemas import (
     READ_ERRORS,
     UPLOAD_ERRORS,
@@ -139,9 +140,9 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 @router.get("/{study_id}", response_model=StudyOut)
 def get_study(study_id: StudyId, session: SessionDep) -> Any:
-    view = svc.study_view(session, svc.get_study(session, study_id), detail=True)
-    session.commit()
-    return view
+    body = svc.study_json(session, study_id)  # statuses refreshed (and committed) on read
+    session.close()  # give the connection back from this thread (see deps.get_db)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{study_id}/cancel", response_model=CancelOut, responses=WRITE_ERRORS)
@@ -179,28 +180,35 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
-    return svc.list_runs(
+    page = svc.runs_page_json(
         session, study_id, limit=limit, offset=offset, variant=variant, status=status, kind=kind
     )
+    session.close()  # give the connection back from this thread (see deps.get_db)
+    return Response(page, media_type="application/json")
 
 
 @router.get(
     "/{study_id}/analysis",
     response_model=dict[str, Any],
-    responses={409: {"model": ErrorOut, "description": "the study has no finished runs yet"}},
+    responses={409: {"model": ErrorOut, "description": "the study has no finished runs yet"}, **NOT_MODIFIED},
 )
-def analysis(study_id: StudyId, session: SessionDep, metric: Metric = "top1") -> Any:
-    return svc.analysis_for(session, study_id, metric=metric)
+def analysis(request: Request, study_id: StudyId, session: SessionDep, metric: Metric = "top1") -> Any:
+    body = svc.analysis_json(session, study_id, metric=metric)
+    session.close()  # give the connection back from this thread (see deps.get_db)
+    return cached_json_response(request, body)
 
 
-@router.get("/{study_id}/landscape", response_model=Landscape)
+@router.get("/{study_id}/landscape", response_model=Landscape, responses=NOT_MODIFIED)
 def landscape(
+    request: Request,
     study_id: StudyId,
     session: SessionDep,
     variant: Annotated[str, Query(min_length=1, max_length=64)] = "base",
     metric: Metric = "top1",
 ) -> Any:
-    return svc.landscape(session, study_id, variant, metric=metric)
+    body = svc.landscape_json(session, study_id, variant, metric=metric)
+    session.close()  # give the connection back from this thread (see deps.get_db)
+    return cached_json_response(request, body)
 
 
 @router.get("/{study_id}/compare", response_model=Compare)
