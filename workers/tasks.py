@@ -8,6 +8,10 @@ Errors: a domain error (the engine's ValueError subclasses: bad data path, unrea
 target, ...) fails the run at once with its message; anything else is retried (the run goes back to
 `queued` with the traceback kept) until `settings.max_attempts` claims, then the run fails with the
 traceback stored.
+
+Database trouble is not the run's fault: while the database is unreachable (a restart, a network
+cut) every read and write of the task is retried with backoff for up to `reconcile_after_s`, the
+time after which the reconciler would hand a silent run to another worker anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import logging
 import threading
 import traceback
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +29,7 @@ from celery import shared_task
 from sqlalchemy.orm import Session
 
 from backend.db.models import Artefact, Run, Variant
-from backend.db.session import session_factory
+from backend.db.session import UNREACHABLE_ERRORS, retry_while_unreachable, session_factory
 from backend.services import lifecycle
 from backend.settings import Settings, get_settings
 from workers.celery_app import TASK_NAME
@@ -61,54 +67,48 @@ def execute(run_id: int, *, settings: Settings | None = None, worker_name: str |
     """Claim and run `run_id` to a final state. Raises RetryableError when an unexpected error
     left attempts to spend (the run is `queued` again); never raises for domain errors."""
     settings = settings or get_settings()
-    make_session = session_factory(settings)
+    db = partial(retry_while_unreachable, session_factory(settings), within_s=settings.reconcile_after_s)
     worker = lifecycle.worker_identity(worker_name)
-    with make_session() as session:
-        claim = lifecycle.claim_run(
-            session,
-            run_id,
-            worker,
-            max_attempts=settings.max_attempts,
-            stale_after_s=settings.reconcile_after_s,
-        )
-        if not claim.claimed:
-            if claim.released or claim.status == "failed":
-                _dispatch(session, run_id, settings)
-            log.info("run %s not claimed: %s", run_id, claim.reason)
-            return Outcome(run_id, "skipped" if claim.status != "failed" else "failed", claim.reason)
-        attempts = claim.attempts
-        try:
-            inp = load_input(session, run_id, settings)
-        except Exception:  # noqa: BLE001 - a run whose inputs cannot be read is a failed run
-            lifecycle.fail_run(session, run_id, worker, traceback.format_exc())
-            _dispatch(session, run_id, settings)
-            return Outcome(run_id, "failed", "could not read its inputs")
+    claim = db(
+        lambda s: lifecycle.claim_run(
+            s, run_id, worker, max_attempts=settings.max_attempts, stale_after_s=settings.reconcile_after_s
+        ),
+        what=f"claiming run {run_id}",
+    )
+    if not claim.claimed:
+        if claim.released or claim.status == "failed":
+            db(lambda s: _dispatch(s, run_id, settings), what=f"dispatching after run {run_id}")
+        log.info("run %s not claimed: %s", run_id, claim.reason)
+        return Outcome(run_id, "skipped" if claim.status != "failed" else "failed", claim.reason)
+    try:
+        inp = db(lambda s: load_input(s, run_id, settings), what=f"reading run {run_id}")
+    except UNREACHABLE_ERRORS:
+        raise  # still unreachable: the reconciler hands the run on
+    except Exception:  # noqa: BLE001 - a run whose inputs cannot be read is a failed run
+        _fail(db, run_id, worker, traceback.format_exc(), settings)
+        return Outcome(run_id, "failed", "could not read its inputs")
 
-    beat = _Heartbeat(make_session, run_id, worker, settings.heartbeat_s)
+    beat = _Heartbeat(session_factory(settings), run_id, worker, settings.heartbeat_s)
     beat.start()
     try:
-        if _cancel_requested(make_session, run_id):
-            result = None
-        else:
-            result = _run_job(inp, make_session, run_id, beat)
+        result = None if _cancel_requested(db, run_id) else _run_job(inp, db, run_id, beat)
+    except UNREACHABLE_ERRORS:
+        raise  # the database stayed away, not the run's fault: the reconciler requeues it
     except Exception as exc:  # noqa: BLE001 - sorted into domain / retryable below
         beat.stop()
-        text = traceback.format_exc()
-        with make_session() as session:
-            if _is_domain_error(exc):
-                lifecycle.fail_run(session, run_id, worker, f"{type(exc).__name__}: {exc}")
-                _dispatch(session, run_id, settings)
-                return Outcome(run_id, "failed", str(exc))
-            if attempts >= settings.max_attempts:
-                lifecycle.fail_run(session, run_id, worker, text)
-                _dispatch(session, run_id, settings)
-                return Outcome(run_id, "failed", f"attempts exhausted: {exc}")
-            lifecycle.requeue_after_error(session, run_id, worker, text)
+        text = _error_text(exc, settings)
+        if _is_domain_error(exc):
+            _fail(db, run_id, worker, f"{type(exc).__name__}: {exc}", settings)
+            return Outcome(run_id, "failed", str(exc))
+        if claim.attempts >= settings.max_attempts:
+            _fail(db, run_id, worker, text, settings)
+            return Outcome(run_id, "failed", f"attempts exhausted: {exc}")
+        db(lambda s: lifecycle.requeue_after_error(s, run_id, worker, text), what=f"requeueing run {run_id}")
         raise RetryableError(run_id, text) from exc
     finally:
         beat.stop()
 
-    with make_session() as session:
+    def finish(session: Session) -> Outcome:
         if result is None:
             released = lifecycle.finish_run(session, run_id, worker, status="cancelled")
         else:
@@ -119,18 +119,44 @@ def execute(run_id: int, *, settings: Settings | None = None, worker_name: str |
         _dispatch(session, run_id, settings)
         status = session.scalar(sa.select(Run.status).where(Run.id == run_id))
         session.commit()
-    return Outcome(run_id, status or "unknown", released=len(released))
+        return Outcome(run_id, status or "unknown", released=len(released))
+
+    return db(finish, what=f"storing the result of run {run_id}")
 
 
-def _run_job(inp: Any, make_session: Any, run_id: int, beat: _Heartbeat) -> Any:
+def _error_text(exc: BaseException, settings: Settings) -> str:
+    """The traceback of `exc`, headed by a line an operator can act on when it is a file error
+    in the artefact directory (unwritable, full, a file where a directory should be)."""
+    text = traceback.format_exc()
+    path = getattr(exc, "filename", None)
+    if (
+        isinstance(exc, OSError)
+        and isinstance(path, str)
+        and Path(path).is_relative_to(settings.artifact_root)
+    ):
+        return f"artefact directory {settings.artifact_root} (PRUNESCAPE_ARTIFACT_DIR): {exc.strerror}: '{path}'\n{text}"
+    return text
+
+
+def _fail(db: Any, run_id: int, worker: str, error: str, settings: Settings) -> None:
+    """Fail the run (its dependents are cancelled) and send whatever that made ready."""
+
+    def fail(session: Session) -> None:
+        lifecycle.fail_run(session, run_id, worker, error)
+        _dispatch(session, run_id, settings)
+
+    db(fail, what=f"failing run {run_id}")
+
+
+def _run_job(inp: Any, db: Any, run_id: int, beat: _Heartbeat) -> Any:
     from workers import jobs
 
     def on_epoch(metrics: Any) -> None:
-        with make_session() as session:
-            lifecycle.record_epoch(session, run_id, metrics.epoch, epoch_values(metrics))
+        values = epoch_values(metrics)
+        db(lambda s: lifecycle.record_epoch(s, run_id, metrics.epoch, values), what=f"recording run {run_id}")
 
     def should_stop() -> bool:
-        return beat.lost or _cancel_requested(make_session, run_id)
+        return beat.lost or _cancel_requested(db, run_id)
 
     hooks = jobs.JobHooks(on_epoch=on_epoch, should_stop=should_stop)
     return jobs.JOBS[inp.kind](inp, hooks)
@@ -148,9 +174,8 @@ def epoch_values(metrics: Any) -> dict[str, Any]:
     }
 
 
-def _cancel_requested(make_session: Any, run_id: int) -> bool:
-    with make_session() as session:
-        return lifecycle.is_cancel_requested(session, run_id)
+def _cancel_requested(db: Any, run_id: int) -> bool:
+    return db(lambda s: lifecycle.is_cancel_requested(s, run_id), what=f"reading run {run_id}")
 
 
 class _Heartbeat:

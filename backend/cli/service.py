@@ -80,6 +80,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
+    import sys
     import time
 
     from backend.db.session import session_scope
@@ -88,9 +89,15 @@ def _reconcile(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     while True:
-        with session_scope(settings) as session:
-            counts = reconcile(session, settings)
-        print(" ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
+        try:
+            with session_scope(settings) as session:
+                counts = reconcile(session, settings)
+        except Exception as exc:  # noqa: BLE001 - the daemon outlives a broker or database outage
+            if args.every is None:
+                raise
+            print(f"reconcile pass failed (next in {args.every:g} s): {exc}", file=sys.stderr, flush=True)
+        else:
+            print(" ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
         if args.every is None:
             return 0
         time.sleep(max(1.0, args.every))

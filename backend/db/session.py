@@ -3,14 +3,20 @@
 SQLite is shared by the API and the worker processes, so every connection turns on WAL (readers
 do not block the writer), foreign keys (ON DELETE CASCADE) and a busy timeout (a writer waits for
 the lock instead of failing at once).
+
+`retry_while_unreachable` is how a long-lived process (a worker in the middle of a run) rides out
+a database restart or a network cut instead of failing what it was doing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from threading import Lock
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -19,6 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.settings import Settings, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# What an unreachable database raises (a refused or dropped connection); the API answers 503 for them.
+UNREACHABLE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _engines: dict[str, Engine] = {}
 _lock = Lock()
@@ -82,3 +93,32 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def retry_while_unreachable(
+    make_session: Callable[[], Session],
+    action: Callable[[Session], T],
+    *,
+    within_s: float,
+    what: str,
+    first_delay_s: float = 0.5,
+    max_delay_s: float = 5.0,
+) -> T:
+    """`action(session)` in a fresh session; while the database is unreachable (UNREACHABLE_ERRORS)
+    it is tried again, backing off exponentially, for up to `within_s` seconds, then the error
+    propagates. `action` must be safe to repeat: a transaction cut off mid-way was rolled back,
+    but a COMMIT that reached the server just before the connection dropped was not."""
+    deadline = time.monotonic() + within_s
+    delay = first_delay_s
+    while True:
+        try:
+            with make_session() as session:
+                return action(session)
+        except UNREACHABLE_ERRORS as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            reason = str(exc.orig or exc).splitlines()[0]
+            log.warning("%s: database unreachable (%s); retrying in %.1f s", what, reason, min(delay, left))
+            time.sleep(min(delay, left))
+            delay = min(2 * delay, max_delay_s)

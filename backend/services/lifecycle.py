@@ -101,6 +101,9 @@ def claim_run(
     if row is None:
         return Claim(False, None, reason=f"run {run_id} does not exist")
     status, holder, attempts = row
+    if status == "running" and holder == worker:
+        # Ours already: a retry after the connection dropped just after this claim's COMMIT.
+        return Claim(True, "running", attempts)
     holder_dead = status == "running" and holder_is_dead(holder)
     # Same host, holder process gone (killed worker): no need to wait for its heartbeat to age.
     if holder_dead and _claim_update(session, run_id, worker, now, Run.worker == holder, max_attempts):
@@ -280,9 +283,19 @@ def _terminal(session: Session, run_id: int, worker: str | None, values: dict[st
         sa.update(Run).where(*where).values(**values).execution_options(synchronize_session=False)
     ).rowcount
     session.commit()
-    if done != 1:
+    if done != 1 and not (worker is not None and _ended_by(session, run_id, worker, values["status"])):
         return None
     return after_terminal(session, run_id)
+
+
+def _ended_by(session: Session, run_id: int, worker: str, status: str) -> bool:
+    """The run already ended `status` under `worker`: a retry after the connection dropped just
+    after the first attempt's COMMIT (releasing the dependents again is harmless)."""
+    ended = session.scalar(
+        sa.select(sa.func.count()).where(Run.id == run_id, Run.status == status, Run.worker == worker)
+    )
+    session.commit()
+    return bool(ended)
 
 
 def after_terminal(session: Session, run_id: int) -> list[int]:
