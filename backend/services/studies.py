@@ -214,25 +214,21 @@ def _view(
 def list_studies(
     session: Session, *, limit: int, offset: int, status: str | None = None, sort: str = "-created_at"
 ) -> dict[str, Any]:
-    # Statuses are derived from runs; refresh the stored ones of unfinished studies first so the
-    # status filter and the total agree with what each item shows.
-    # Ids and stored statuses first; only the studies whose status moved are loaded and updated.
-    open_studies = session.execute(
-        sa.select(Study.id, Study.status).where(Study.status.in_(("pending", "running")))
-    ).all()
-    if open_studies:
-        progress = progress_counts(session, [s.id for s in open_studies])
-        moved = [s.id for s in open_studies if derive_status(s, progress[s.id]) != s.status]
-        if moved:
-            for study in session.scalars(sa.select(Study).where(Study.id.in_(moved))):
-                refresh_status(session, study, progress[study.id])
-            session.flush()
+    # Statuses are derived from runs and refreshed on read. With a status filter every unfinished
+    # study is refreshed first, so the filter and the total agree with what each item shows;
+    # without one (no sort key is a status) only the page's studies need to be current.
+    if status is not None:
+        _refresh_open_statuses(session)
     query = sa.select(Study)
     if status is not None:
         query = query.where(Study.status == status)
     total = session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
     studies = session.scalars(query.order_by(SORTS[sort], Study.id.desc()).limit(limit).offset(offset)).all()
     progress = progress_counts(session, [s.id for s in studies])
+    if status is None:
+        for study in studies:
+            if study.status in ("pending", "running"):
+                refresh_status(session, study, progress[study.id])
     names = _variant_name_lists(session, [s.id for s in studies])
     return {
         "items": [_view(s, progress[s.id], None, names[s.id]) for s in studies],
@@ -240,6 +236,22 @@ def list_studies(
         "limit": limit,
         "offset": offset,
     }
+
+
+def _refresh_open_statuses(session: Session) -> None:
+    """Refresh the stored status of every pending / running study: ids and statuses first, then
+    only the studies whose status moved are loaded and updated."""
+    open_studies = session.execute(
+        sa.select(Study.id, Study.status).where(Study.status.in_(("pending", "running")))
+    ).all()
+    if not open_studies:
+        return
+    progress = progress_counts(session, [s.id for s in open_studies])
+    moved = [s.id for s in open_studies if derive_status(s, progress[s.id]) != s.status]
+    if moved:
+        for study in session.scalars(sa.select(Study).where(Study.id.in_(moved))):
+            refresh_status(session, study, progress[study.id])
+        session.flush()
 
 
 def runs_page_json(

@@ -182,3 +182,19 @@ def test_settled_study_view_follows_a_retry(client, worker_db):
     assert client.post(f"{API}/runs/{run_id}/retry").status_code == 200
     reopened = client.get(url).json()
     assert reopened["status"] == "running" and reopened["progress"]["pending"] == 1  # 57 ended: started
+
+
+def test_list_shows_current_statuses_with_and_without_a_filter(client, worker_db):
+    def start_one_run(study_id: int) -> None:
+        with worker_db() as session:  # a worker claims a run; the study row still says pending
+            run_id = _base_train_runs(worker_db, study_id)[0].id
+            assert lifecycle.claim_run(session, run_id, "w", max_attempts=3, stale_after_s=600).claimed
+
+    first, second = _create(client), _create(client)
+    start_one_run(first)
+    running = client.get(f"{API}/studies", params={"status": "running"}).json()
+    assert [s["id"] for s in running["items"]] == [first] and running["total"] == 1
+    start_one_run(second)
+    listed = {s["id"]: s["status"] for s in client.get(f"{API}/studies").json()["items"]}
+    assert listed == {first: "running", second: "running"}
+    assert client.get(f"{API}/studies", params={"status": "pending"}).json()["total"] == 0
