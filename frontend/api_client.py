@@ -25,6 +25,11 @@ class ApiError(Exception):
     def __str__(self) -> str:
         return f"{self.status} from {self.path}: {self.detail}"
 
+    def stale_page(self) -> bool:
+        """A write refused because the thing is gone (404) or no longer in the state the page
+        showed (409, e.g. someone else retried the run): the page should read it again."""
+        return self.status in (404, 409)
+
     def field_errors(self) -> dict[str, str]:
         """422 details as {'grid.step': 'message'}: the location without the leading 'body'."""
         errors: dict[str, str] = {}
@@ -118,6 +123,17 @@ class ApiClient:
     async def extend_study(self, study_id: int | str, body: dict | None = None) -> dict:
         return await self.post(f"/studies/{study_id}/extend", json=body or {})
 
+    async def cancel_study(self, study_id: int | str) -> dict:
+        """`CancelOut`: queued runs cancelled, running ones asked to stop at their next epoch."""
+        return await self.post(f"/studies/{study_id}/cancel")
+
+    async def delete_study(self, study_id: int | str) -> None:
+        await self.request("DELETE", f"/studies/{study_id}")
+
     # --- runs ----------------------------------------------------------------------------------
     async def get_run(self, run_id: int | str) -> dict:
         return await self.get(f"/runs/{run_id}")
+
+    async def retry_run(self, run_id: int | str) -> dict:
+        """`RetryOut`: the run reopened (`pending`, or `blocked` behind its dependency)."""
+        return await self.post(f"/runs/{run_id}/retry")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dash import Dash, Input, Output, dcc, html
+from dash.backends import get_backend
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -71,17 +72,31 @@ def _layout() -> html.Div:
     )
 
 
+class HttpCallbackBackend(get_backend("fastapi")):
+    """Dash's FastAPI backend without its WebSocket transport, which no callback of ours uses.
+
+    With it, Dash 4.4's page config names a WebSocket endpoint and the renderer opens a SharedWorker
+    and a WebSocket to /_dash-ws-callback on every page load, used or not (plotly/dash#3939, fixed
+    upstream by #3941): a connection per tab that never closes, so even a finished study's page
+    never goes network-idle. Without the capability the config names none and callbacks stay HTTP."""
+
+    websocket_capability = False
+
+
 def build_dash(server: FastAPI, client_factory: ClientFactory) -> Dash:
     """Create the Dash app on `server` and register every page's callbacks on it."""
+    # Dash picks its backend from a server passed to the constructor; to use ours, attach it after.
     app = Dash(
         __name__,
-        server=server,
+        server=False,
+        backend=HttpCallbackBackend,
         title="prunescape",
         assets_folder=str(ASSETS),
         suppress_callback_exceptions=True,
         update_title=None,
         serve_locally=True,
     )
+    app.init_app(server)
     app.layout = _layout()
 
     @app.callback(Output("page", "children"), Input("url", "pathname"))

@@ -8,7 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 FINISHED_STATES = {"succeeded", "failed", "diverged", "cancelled"}
+ACTIVE_RUN_STATES = ("blocked", "pending", "queued", "running")
 DONE_STUDY_STATES = {"succeeded", "failed", "cancelled"}
+OPEN_STUDY_STATES = {"pending", "running"}
+RETRYABLE_RUN_STATES = {"failed", "cancelled"}  # POST /runs/{id}/retry answers 409 for the rest
 
 
 def _get(d: dict, *keys: str, default: Any = None) -> Any:
@@ -57,9 +60,22 @@ def study_summary(study: dict) -> dict:
     }
 
 
+def active_runs(study: dict) -> int:
+    progress = study.get("progress") or {}
+    return sum(int(progress.get(state) or 0) for state in ACTIVE_RUN_STATES)
+
+
 def study_is_done(study: dict) -> bool:
-    """No run left to wait for: the page can stop polling."""
+    """No run left to wait for: the page can stop polling. A cancelled study can still have running
+    runs (asked to stop at their next epoch); it is done once they have ended too."""
+    if active_runs(study):
+        return False
     summary = study_summary(study)
     if summary["status"] in DONE_STUDY_STATES:
         return True
     return summary["planned"] > 0 and summary["done"] >= summary["planned"]
+
+
+def study_is_open(study: dict) -> bool:
+    """Still pending or running: there is something to cancel."""
+    return study.get("status") in OPEN_STUDY_STATES

@@ -1,22 +1,44 @@
-"""`/runs/<id>`: one run's hyperparameters, status, attempts, worker, error, epoch curves, artefacts."""
+"""`/runs/<id>`: one run's hyperparameters, status, attempts, worker, error, epoch curves, artefacts;
+retrying a failed or cancelled run. Polls while the run is active, never once it has ended."""
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, State, dcc, html
+import time
+
+from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from frontend.api_client import API_PREFIX, ApiError
 from frontend.figures import epoch_curves_figure
 from frontend.pages.components import figure_card, fmt, status_badge
-from frontend.pages.normalise import FINISHED_STATES
+from frontend.pages.normalise import FINISHED_STATES, RETRYABLE_RUN_STATES
+from frontend.pages.token import STORE_ID as TOKEN_STORE
+from frontend.pages.token import refusal
+
+POLL_MS = 3000
+HIDDEN = {"display": "none"}
+DIVERGED_NOTE = (
+    "Diverged is this grid point's result (the loss blew up at this learning rate and weight decay), "
+    "not an error: the API retries only failed or cancelled runs."
+)
 
 
 def layout(run_id: str) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="run-id", data=run_id),
-            dcc.Interval(id="run-poll", interval=3000),
+            # Enabled by load_run only while the run is active.
+            dcc.Interval(id="run-poll", interval=POLL_MS, disabled=True),
+            dcc.Store(id="run-refresh"),  # a retry changed the run: read it again now
             html.Div(id="run-header"),
+            html.Div(
+                [
+                    html.Button("Retry run", id="run-retry", className="primary", style=HIDDEN),
+                    html.Span(id="run-retry-result"),
+                    html.Span(id="run-retry-note", className="muted"),
+                ],
+                className="actions",
+            ),
             html.Div(
                 [
                     html.Div(id="run-details", className="panel"),
@@ -97,6 +119,16 @@ def render(run: dict) -> tuple:
     return header, details, epoch_curves_figure(_epochs(run)), artefact_panel
 
 
+def retry_answer(answer: dict) -> str:
+    """POST /runs/{id}/retry's RetryOut in a sentence."""
+    run = answer.get("run") or {}
+    text = f"Retried: run {run.get('id')} is {run.get('status')}"
+    others = int(answer.get("reopened") or 1) - 1
+    if others:
+        text += f"; {others} run{'s' if others != 1 else ''} cancelled because of it wait on it again"
+    return text + "."
+
+
 def register(app: Dash, client_factory) -> None:
     @app.callback(
         Output("run-header", "children"),
@@ -104,16 +136,40 @@ def register(app: Dash, client_factory) -> None:
         Output({"type": "fig", "name": "epoch-curves"}, "figure"),
         Output("run-artefacts", "children"),
         Output("run-poll", "disabled"),
+        Output("run-retry", "style"),
+        Output("run-retry-note", "children"),
         Input("run-poll", "n_intervals"),
+        Input("run-refresh", "data"),
         State("run-id", "data"),
     )
-    async def load_run(_n, run_id):
+    async def load_run(_n, _refresh, run_id):
         if not run_id:
             raise PreventUpdate
         try:
             run = await client_factory().get_run(run_id)
         except ApiError as exc:
             message = html.P(f"Run {run_id}: {exc.detail}", className="error")
-            return message, None, {}, None, exc.status == 404
+            return message, None, {}, None, exc.status == 404, HIDDEN, None
         header, details, figure, artefacts = render(run)
-        return header, details, figure, artefacts, run.get("status") in FINISHED_STATES
+        status = run.get("status")
+        retry_style = None if status in RETRYABLE_RUN_STATES else HIDDEN
+        note = DIVERGED_NOTE if status == "diverged" else None
+        return header, details, figure, artefacts, status in FINISHED_STATES, retry_style, note
+
+    @app.callback(
+        Output("run-retry-result", "children"),
+        Output("run-refresh", "data"),
+        Input("run-retry", "n_clicks"),
+        State("run-id", "data"),
+        State(TOKEN_STORE, "data"),
+        prevent_initial_call=True,
+    )
+    async def retry(n_clicks, run_id, token):
+        if not n_clicks:
+            raise PreventUpdate
+        try:
+            answer = await client_factory(token).retry_run(run_id)
+        except ApiError as exc:
+            return refusal("Not retried", exc), time.time() if exc.stale_page() else no_update
+        # the run is waiting again: load_run reads it now and turns the poll back on
+        return html.Span(retry_answer(answer), className="ok"), time.time()

@@ -1,11 +1,13 @@
 """`/studies/<id>`: the study's landscapes side by side on one colour scale, its two result
 tables, risk, shift verdicts, accuracy vs cost, pruning details, sensitivity scans and the grid
-extension. Polls the API while runs are going and stops when the study is done."""
+extension; cancelling and deleting the study. Polls the API while runs are going and stops when
+the study is done (the poll starts disabled: a finished study is read once and never polled)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
@@ -23,9 +25,9 @@ from frontend.figures import (
 from frontend.figures import record as rec
 from frontend.pages import study_data as sd
 from frontend.pages.components import data_table, figure_card, fmt, progress_bar, status_badge
-from frontend.pages.normalise import study_is_done, study_summary
+from frontend.pages.normalise import active_runs, study_is_done, study_is_open, study_summary
 from frontend.pages.token import STORE_ID as TOKEN_STORE
-from frontend.pages.token import refused_message
+from frontend.pages.token import refusal
 
 POLL_MS = 3000
 HIDDEN = {"display": "none"}
@@ -36,8 +38,28 @@ def layout(study_id: str) -> html.Div:
         [
             dcc.Store(id="study-id", data=study_id),
             dcc.Store(id="study-data"),
-            dcc.Interval(id="study-poll", interval=POLL_MS),
+            # Enabled by load_study only while the study has runs to wait for.
+            dcc.Interval(id="study-poll", interval=POLL_MS, disabled=True),
+            dcc.Store(id="study-refresh"),  # a write changed the study: read it again now
             html.Div(id="study-header"),
+            html.Div(
+                [
+                    dcc.ConfirmDialogProvider(
+                        html.Button("Cancel study", id="study-cancel"),
+                        id="study-cancel-confirm",
+                        message="Cancel this study?",
+                    ),
+                    dcc.ConfirmDialogProvider(
+                        html.Button("Delete study", id="study-delete", className="danger"),
+                        id="study-delete-confirm",
+                        message="Delete this study?",
+                    ),
+                    html.Span(id="study-action-result"),
+                ],
+                id="study-actions",
+                className="actions",
+                style=HIDDEN,
+            ),
             html.Div(
                 [
                     html.Div(
@@ -183,6 +205,31 @@ def header(study: dict, best_rows: list[dict] | None = None) -> html.Div:
     )
 
 
+def cancel_question(study: dict) -> str:
+    s = study_summary(study)
+    return (
+        f"Cancel study '{s['name']}' (id {s['id']})? Its {active_runs(study)} unfinished runs are "
+        "cancelled; running ones stop at their next epoch. Finished results are kept."
+    )
+
+
+def delete_question(study: dict) -> str:
+    s = study_summary(study)
+    return (
+        f"Delete study '{s['name']}' (id {s['id']}) for good? Its {s['planned']} runs, their metrics "
+        "and artefact files are removed. This cannot be undone."
+    )
+
+
+def cancel_answer(answer: dict) -> str:
+    """POST /studies/{id}/cancel's CancelOut in a sentence."""
+    text = f"Study {answer.get('status', 'cancelled')}: {answer.get('cancelled', 0)} waiting runs cancelled"
+    requested = answer.get("cancel_requested", 0)
+    if requested:
+        text += f", {requested} running stop at their next epoch"
+    return text + "."
+
+
 def landscape_cards(analysis: dict, floor: float | None) -> list:
     cards = []
     for variant in rec.variant_names(analysis):
@@ -203,10 +250,11 @@ def register(app: Dash, client_factory) -> None:
         Output("study-poll", "disabled"),
         Input("study-poll", "n_intervals"),
         Input("study-metric", "value"),
+        Input("study-refresh", "data"),
         State("study-id", "data"),
         State("study-data", "data"),
     )
-    async def load_study(_n, metric, study_id, current):
+    async def load_study(_n, metric, _refresh, study_id, current):
         if not study_id:
             raise PreventUpdate
         client = client_factory()
@@ -253,6 +301,55 @@ def register(app: Dash, client_factory) -> None:
         keep = floor is not None and low <= floor <= high and (old_min, old_max) == (low, high)
         best_rows = sd.best_per_variant(data)
         return header(data["study"], best_rows), low, high, floor if keep else round(default_floor, 1)
+
+    @app.callback(
+        Output("study-actions", "style"),
+        Output("study-cancel", "style"),
+        Output("study-cancel-confirm", "message"),
+        Output("study-delete-confirm", "message"),
+        Input("study-data", "data"),
+    )
+    def show_actions(data):
+        if not data or "error" in data:
+            return HIDDEN, no_update, no_update, no_update
+        study = data["study"]
+        cancel_style = None if study_is_open(study) else HIDDEN
+        return None, cancel_style, cancel_question(study), delete_question(study)
+
+    @app.callback(
+        Output("study-action-result", "children"),
+        Output("study-refresh", "data"),
+        Input("study-cancel-confirm", "submit_n_clicks"),
+        State("study-id", "data"),
+        State(TOKEN_STORE, "data"),
+        prevent_initial_call=True,
+    )
+    async def cancel(n_clicks, study_id, token):
+        if not n_clicks:
+            raise PreventUpdate
+        try:
+            answer = await client_factory(token).cancel_study(study_id)
+        except ApiError as exc:
+            return refusal("Not cancelled", exc), time.time() if exc.stale_page() else no_update
+        return html.Span(cancel_answer(answer), className="ok"), time.time()
+
+    @app.callback(
+        Output("study-action-result", "children", allow_duplicate=True),
+        Output("study-refresh", "data", allow_duplicate=True),
+        Output("url", "pathname", allow_duplicate=True),
+        Input("study-delete-confirm", "submit_n_clicks"),
+        State("study-id", "data"),
+        State(TOKEN_STORE, "data"),
+        prevent_initial_call=True,
+    )
+    async def delete(n_clicks, study_id, token):
+        if not n_clicks:
+            raise PreventUpdate
+        try:
+            await client_factory(token).delete_study(study_id)
+        except ApiError as exc:
+            return refusal("Not deleted", exc), time.time() if exc.stale_page() else no_update, no_update
+        return no_update, no_update, "/"
 
     @app.callback(
         Output("study-landscapes", "children"),
@@ -424,7 +521,7 @@ def register(app: Dash, client_factory) -> None:
 
     @app.callback(
         Output("study-extend-result", "children"),
-        Output("study-poll", "disabled", allow_duplicate=True),
+        Output("study-refresh", "data", allow_duplicate=True),
         Input("study-extend", "n_clicks"),
         State("study-id", "data"),
         State(TOKEN_STORE, "data"),
@@ -436,9 +533,7 @@ def register(app: Dash, client_factory) -> None:
         try:
             answer = await client_factory(token).extend_study(study_id, {"proposal": True})
         except ApiError as exc:
-            refused = refused_message(exc)
-            if refused is not None:
-                return html.Span(["Not extended. ", *refused], className="error"), no_update
-            return html.Span(f"Not extended: {exc.detail}", className="error"), no_update
+            return refusal("Not extended", exc), no_update
         added = sd.extension_added(answer)
-        return html.Span(f"Extended: {added}", className="ok"), False
+        # the new runs are waiting: load_study reads the study now and turns the poll back on
+        return html.Span(f"Extended: {added}", className="ok"), time.time()

@@ -16,6 +16,7 @@ from frontend.api_client import ApiClient, ApiError
 from frontend.figures import record as rec
 from frontend.figures.common import finite
 from frontend.pages.components import fmt, fmt_p, fmt_sig
+from frontend.pages.normalise import ACTIVE_RUN_STATES
 
 LABELS = {
     "variant": "variant",
@@ -64,7 +65,6 @@ async def load_extras(client: ApiClient, study_id: Any, study: dict) -> dict:
 
 
 # --- the study's summary and the notes of panels without data ------------------------------------
-ACTIVE_RUN_STATES = ("blocked", "pending", "queued", "running")
 
 
 def best_per_variant(data: dict) -> list[dict]:

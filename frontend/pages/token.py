@@ -73,6 +73,17 @@ def refused_message(exc: ApiError) -> list | None:
     return None
 
 
+def refusal(prefix: str, exc: ApiError) -> html.Span:
+    """A refused write for people: '<prefix>. ' and the token message for 401/403, else
+    '<prefix>: ' and the API's own reason (a 409's detail, a 404, an unreachable API)."""
+    refused = refused_message(exc)
+    if refused is not None:
+        return html.Span([f"{prefix}. ", *refused], className="error")
+    errors = exc.field_errors()
+    reason = "; ".join(msg if loc == "_" else f"{loc}: {msg}" for loc, msg in errors.items())
+    return html.Span(f"{prefix}: {reason}", className="error")
+
+
 def register(app: Dash) -> None:
     @app.callback(
         Output(STORE_ID, "data"),

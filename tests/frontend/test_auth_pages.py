@@ -12,6 +12,7 @@ from backend.db.session import dispose_engines, session_scope
 from backend.services.tokens import create_token, revoke_token
 from backend.settings import Settings
 from tests.frontend.live import live_server
+from tests.frontend.worker_standin import claim_run
 
 API = "/api/v1"
 
@@ -150,6 +151,54 @@ def test_extending_a_study_needs_the_token_too(team, page):
     assert total_runs() == before
     _paste_token(page, team["alice"])
     page.click("#study-extend")
-    page.locator("#study-extend-result", has_text="Extended").wait_for()
+    # not has_text="Extended" alone: Playwright matches it case-blind inside "Not extended"
+    page.locator("#study-extend-result .ok", has_text="Extended").wait_for()
     assert total_runs() > before
+    assert not page.errors
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_cancelling_a_study_needs_the_token(team, page):
+    url = team["url"]
+    spec = {
+        "name": "cancel needs a token",
+        "dataset": {"name": "digits"},
+        "model": {"name": "digits_cnn"},
+        "grid": {"lr_centre": 0.1, "wd_centre": 1e-4, "step": 0.4, "size": 3},
+        "variants": [{"name": "base", "kind": "base"}],
+    }
+    created = httpx.post(
+        f"{url}{API}/studies", json=spec, headers={"Authorization": f"Bearer {team['alice']}"}, timeout=60
+    )
+    assert created.status_code == 201, created.text
+    study_id = created.json()["id"]
+    claim_run(team["db"], study_id)
+
+    def status() -> str:
+        return httpx.get(f"{url}{API}/studies/{study_id}", timeout=30).json()["status"]
+
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{url}/studies/{study_id}")
+    page.locator("#study-header .status", has_text="running").wait_for()
+    result = page.locator("#study-action-result")
+    page.click("#study-cancel")
+    result.locator(".error", has_text="requires an API token for writes").wait_for()
+    assert (
+        result.inner_text().startswith("Not cancelled.")
+        and "prunescape token create NAME" in result.inner_text()
+    )
+    assert status() == "running"
+    assert page.locator("#study-cancel").is_visible()
+
+    _paste_token(page, team["revoked"])
+    page.click("#study-cancel")
+    result.locator(".error", has_text="Token rejected").wait_for()
+    assert status() == "running"
+
+    _paste_token(page, team["alice"])
+    page.click("#study-cancel")
+    result.locator(".ok", has_text="waiting runs cancelled").wait_for()
+    page.locator("#study-header .status", has_text="cancelled").wait_for()
+    assert status() == "cancelled"
     assert not page.errors

@@ -1,5 +1,6 @@
 """The pages' pure parts without a browser: number formatting, the notes of panels without data,
-the study summary's best top-1, the plan preview, and the token control's rules."""
+the study summary's best top-1, the plan preview, the token control's rules, when the study page
+stops polling, and the study and run pages' writes (API calls, answers and refusals in words)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 
 from frontend.api_client import ApiClient, ApiError
 from frontend.app import make_client_factory
-from frontend.pages import new
+from frontend.pages import new, run, study
 from frontend.pages import study_data as sd
 from frontend.pages.components import fmt_p, fmt_sig
-from frontend.pages.token import clean_token, refused_message
+from frontend.pages.normalise import study_is_done, study_is_open
+from frontend.pages.token import clean_token, refusal, refused_message
 
 
 @pytest.mark.parametrize(
@@ -217,3 +219,80 @@ def test_writes_carry_the_given_token_and_reads_none():
     assert seen == ["Bearer psk_user", None]
     factory = make_client_factory(api_url="http://api")
     assert factory().headers == {} and factory("psk_x").headers == {"authorization": "Bearer psk_x"}
+
+
+def _progress(**counts: int) -> dict:
+    states = ("blocked", "pending", "queued", "running", "succeeded", "failed", "diverged", "cancelled")
+    progress = {state: counts.get(state, 0) for state in states}
+    progress["total"] = sum(progress.values())
+    progress["finished"] = progress["total"] - sum(progress[s] for s in states[:4])
+    return progress
+
+
+def test_polling_stops_only_when_no_run_is_left_to_wait_for():
+    running = {"status": "running", "progress": _progress(running=1, pending=3, succeeded=2)}
+    assert not study_is_done(running) and study_is_open(running)
+    # cancelled, but one run still has to reach its next epoch: keep reading until it has
+    stopping = {"status": "cancelled", "progress": _progress(running=1, cancelled=5)}
+    assert not study_is_done(stopping) and not study_is_open(stopping)
+    stopped = {"status": "cancelled", "progress": _progress(cancelled=6)}
+    assert study_is_done(stopped)
+    assert study_is_done({"status": "failed", "progress": _progress(failed=1, succeeded=5)})
+    assert study_is_done({"status": "succeeded", "kind": "imported", "progress": _progress(succeeded=9)})
+
+
+def test_write_answers_and_refusals_in_words():
+    assert study.cancel_answer({"status": "cancelled", "cancelled": 20, "cancel_requested": 1}) == (
+        "Study cancelled: 20 waiting runs cancelled, 1 running stop at their next epoch."
+    )
+    assert study.cancel_answer({"status": "cancelled", "cancelled": 3, "cancel_requested": 0}) == (
+        "Study cancelled: 3 waiting runs cancelled."
+    )
+    answer = {"run": {"id": 7, "status": "pending"}, "reopened": 3}
+    assert run.retry_answer(answer) == (
+        "Retried: run 7 is pending; 2 runs cancelled because of it wait on it again."
+    )
+    assert (
+        run.retry_answer({"run": {"id": 7, "status": "blocked"}, "reopened": 1})
+        == "Retried: run 7 is blocked."
+    )
+    named = {
+        "id": 4,
+        "name": "digits pruning",
+        "status": "running",
+        "progress": _progress(pending=9, running=1),
+    }
+    assert "'digits pruning' (id 4)" in study.delete_question(named)
+    assert "Its 10 unfinished runs" in study.cancel_question(named)
+
+    conflict = ApiError(
+        409, "run 7 is succeeded; only failed or cancelled runs can be retried", "/runs/7/retry"
+    )
+    assert refusal("Not retried", conflict).children == (
+        "Not retried: run 7 is succeeded; only failed or cancelled runs can be retried"
+    )
+    assert conflict.stale_page() and not ApiError(401, "x", "/").stale_page()
+    unauthorised = refusal("Not cancelled", ApiError(401, "missing token", "/studies/1/cancel"))
+    assert (
+        unauthorised.children[0] == "Not cancelled. " and "requires an API token" in unauthorised.children[1]
+    )
+
+
+def test_cancel_delete_retry_are_token_carrying_writes():
+    seen: list[tuple[str, str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, request.headers.get("authorization")))
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        return httpx.Response(200, json={"ok": True})
+
+    client = ApiClient("http://api", token="psk_user", transport=httpx.MockTransport(handler))
+    assert asyncio.run(client.cancel_study(3)) == {"ok": True}
+    assert asyncio.run(client.delete_study(3)) is None
+    assert asyncio.run(client.retry_run(11)) == {"ok": True}
+    assert seen == [
+        ("POST", "/api/v1/studies/3/cancel", "Bearer psk_user"),
+        ("DELETE", "/api/v1/studies/3", "Bearer psk_user"),
+        ("POST", "/api/v1/runs/11/retry", "Bearer psk_user"),
+    ]

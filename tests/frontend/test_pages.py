@@ -241,3 +241,66 @@ def test_running_study_progress_advances_without_reload(server, page):
     # the landscape appeared as results came in, and the page never reloaded
     page.wait_for_function("document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 1")
     assert page.evaluate("window.__marker") == "no reload"
+
+
+def _count_callbacks(page) -> list[str]:
+    """Every Dash callback request the page makes from now on (their outputs), and any WebSocket."""
+    made: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            made.append((request.post_data_json or {}).get("output", "?"))
+            if "/_dash-update-component" in request.url
+            else None
+        ),
+    )
+    page.on("websocket", lambda ws: made.append(f"websocket {ws.url}"))
+    return made
+
+
+def _settle(page, made: list[str], quiet_ms: int = 1_500) -> int:
+    """Wait for network idle, then until the page's first chain of callbacks has been quiet for
+    `quiet_ms` (a slow CPU leaves gaps longer than network idle's 500 ms inside that chain)."""
+    page.wait_for_load_state("networkidle")
+    while True:
+        seen = len(made)
+        page.wait_for_timeout(quiet_ms)
+        if len(made) == seen:
+            return seen
+
+
+def _prop(page, component_id: str, prop: str):
+    """A prop of a component as the Dash renderer holds it."""
+    return page.evaluate(
+        "([id, prop]) => window.dash_component_api.getLayout(id).props[prop]", [component_id, prop]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_finished_study_and_run_pages_stop_polling(server, imported_study, page):
+    """A finished study's page, and an ended run's, read the API once and then go quiet: no poll,
+    no WebSocket, so the browser reaches network idle."""
+    study_id = imported_study["study"]["id"]
+    made = _count_callbacks(page)
+    page.goto(f"{server}/studies/{study_id}")
+    page.wait_for_function("document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 2")
+    page.locator("#study-best").wait_for()
+    settled = _settle(page, made)
+    assert made.count("..study-data.data...study-poll.disabled..") == 1  # read once
+    assert _prop(page, "study-poll", "disabled") is True
+    assert not page.locator("#study-cancel").is_visible()  # nothing left to cancel
+    assert page.locator("#study-delete").is_visible()
+    page.wait_for_timeout(8_000)  # more than two POLL_MS
+    assert made[settled:] == []
+    assert not any(output.startswith("websocket") for output in made)
+
+    run_id = imported_study["analysis"]["results"]["base"]["best"]["run_ids"][0]
+    page.goto(f"{server}/runs/{run_id}")
+    page.locator("#run-header", has_text="succeeded").wait_for()
+    settled = _settle(page, made)
+    assert _prop(page, "run-poll", "disabled") is True
+    assert not page.locator("#run-retry").is_visible()
+    page.wait_for_timeout(7_000)
+    assert made[settled:] == []
+    assert not page.errors
