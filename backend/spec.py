@@ -124,10 +124,12 @@ class RecipeSpec(_Strict):
     init: Literal["kaiming"] = "kaiming"
     amp: bool = False
     eval_batch_size: int = Field(1000, ge=1, le=65536)
-    # Speed switches: they do not change the recipe's meaning (channels_last, compile) or are
-    # opt-in because they change numerics (amp). Each is recorded with the run.
-    channels_last: bool = True
+    # Speed switches: they do not change the recipe's meaning (channels_last, compile,
+    # cpu_malloc_cache) or are opt-in because they change numerics (amp). Each is recorded with the
+    # run; the engine reports which took effect on the run's device (workers/engine/training.py).
+    channels_last: bool = True  # NHWC model and batches, CUDA and CPU (faster on both, measured)
     compile: bool = False
+    cpu_malloc_cache: bool = True  # CPU runs: glibc keeps freed memory for the run (no page faults)
 
     @field_validator("milestones")
     @classmethod

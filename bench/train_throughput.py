@@ -11,18 +11,32 @@ CIFAR-shaped uint8 images, and then evaluate the same validation split (n/5 imag
     processes, pinned memory on CUDA, cudnn.benchmark on), the default `torch.optim.SGD`, eager
     fp32, loss and accuracy read with `.item()` every step, evaluation at batch 128.
 (b) prunescape: `data.TensorData` (uint8 on the device, batched crop/flip there) + `training.train`
-    with its fast path (see workers/engine/training.py).
+    with its fast path as the recipe's defaults set it (see workers/engine/training.py).
+(c) with --ablation also "prunescape-plain": the same engine with the layout and allocator
+    switches off (channels_last=False, cpu_malloc_cache=False), i.e. the CPU path before they
+    took effect there, to show what each side owes to them.
 
-Each side first runs two warm-up batches (cudnn autotuning, allocator, --compile), untimed.
+Each side first runs two warm-up batches (cudnn autotuning, allocator, --compile), untimed; the
+engine's warm-up and timed epoch share one `cpu_malloc_cache` block, as the epochs of a long run
+do (the heap it keeps is grown once per run, not once per epoch).
+
+Every measurement runs in a fresh Python process (one model, one side), so no side inherits the
+other's allocator state, threads or loader workers, and `--trials` repeats them interleaved
+(trial 1: A B, trial 2: B A, ...) because a shared machine's load drifts. The summary gives each
+side's median images/s with its spread, the ratio of the medians, the median of the per-trial
+ratios, and the load average around each measurement.
 
     .venv/bin/python bench/train_throughput.py                  # CPU: 512 images; CUDA: 50,000
-    .venv/bin/python bench/train_throughput.py --images 2048 --models resnet56
+    .venv/bin/python bench/train_throughput.py --trials 5 --images 1024 --models resnet56 --ablation
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workers.engine.data import AUGMENT, TensorData  # noqa: E402
 from workers.engine.models import build_model, init_kaiming  # noqa: E402
-from workers.engine.training import Recipe, pick_device, train  # noqa: E402
+from workers.engine.training import Recipe, cpu_malloc_cache, pick_device, train  # noqa: E402
+
+SIDES = {  # side -> the prunescape recipe switches it overrides (None: the reference loop)
+    "reference": None,
+    "prunescape": {},
+    "prunescape-plain": {"channels_last": False, "cpu_malloc_cache": False},
+}
+RESULT_TAG = "TRAIN_THROUGHPUT_RESULT "
 
 
 def synthetic_cifar(n_train: int, n_val: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -149,15 +170,49 @@ def engine_epoch(model_name, tensors, recipe, device) -> tuple[float, dict]:
         AUGMENT["cifar10"],
     )
     model = build_model(model_name, num_classes=10)
-    train(model, warm_data, recipe, device=device)  # warm-up: cudnn autotuning, compile
-    _sync(device)
-    result = train(model, data, recipe, device=device)
+    # one allocator block around warm-up and epoch, as around all epochs of a run (train() nests)
+    with cpu_malloc_cache(recipe.cpu_malloc_cache and device.type == "cpu"):
+        train(model, warm_data, recipe, device=device)  # warm-up: cudnn autotuning, compile, heap
+        _sync(device)
+        result = train(model, data, recipe, device=device)
     return result.history[-1].seconds, result.fast_path
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def measure(args: argparse.Namespace, device: torch.device) -> dict:
+    """One side, one model, in this process: the timed epoch's seconds and what was in effect."""
+    n_train = args.images
+    tensors = synthetic_cifar(n_train, max(1, n_train // 5))
+    recipe = Recipe(
+        epochs=1, batch_size=args.batch_size, amp=args.amp, compile=args.compile, **(SIDES[args.child] or {})
+    )
+    if SIDES[args.child] is None:
+        seconds = reference_epoch(args.models, tensors, recipe, device, args.workers)
+        fast = {"loader_workers": args.workers}
+    else:
+        seconds, fast = engine_epoch(args.models, tensors, recipe, device)
+    return {"seconds": seconds, "images_per_s": n_train / seconds, "fast_path": fast}
+
+
+def run_child(side: str, model_name: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--child", side, "--models", model_name,
+               "--images", str(args.images), "--batch-size", str(args.batch_size),
+               "--workers", str(args.workers), *(["--device", args.device] if args.device else []),
+               *(["--amp"] if args.amp else []), *(["--compile"] if args.compile else [])]  # fmt: skip
+    load_before = os.getloadavg()[0]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{side} {model_name} failed:\n{done.stdout}\n{done.stderr}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith(RESULT_TAG))
+    return {**json.loads(line[len(RESULT_TAG) :]), "load": (load_before, os.getloadavg()[0])}
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):8.1f}  [{min(values):.1f} .. {max(values):.1f}]"
 
 
 def main() -> None:
@@ -167,6 +222,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="training images (CPU 512, CUDA 50000)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="reference loader")
+    parser.add_argument("--trials", type=int, default=3, help="interleaved repetitions of every side")
+    parser.add_argument("--ablation", action="store_true", help="also time prunescape-plain (see above)")
     parser.add_argument("--project-epochs", type=int, default=180, help="epochs of the projected run")
     parser.add_argument(
         "--project-images", type=int, default=50_000, help="training images of the projection"
@@ -174,42 +231,68 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="prunescape side with bf16 autocast (CUDA)")
     parser.add_argument("--compile", action="store_true", help="prunescape side with torch.compile")
     parser.add_argument("--only", choices=("reference", "prunescape"), default=None)
+    parser.add_argument("--child", choices=tuple(SIDES), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     device = pick_device(args.device)
-    n_train = args.images or (50_000 if device.type == "cuda" else 512)
-    n_val = max(1, n_train // 5)
-    tensors = synthetic_cifar(n_train, n_val)
+    args.images = args.images or (50_000 if device.type == "cuda" else 512)
+    if args.child is not None:  # one measurement, reported to the parent
+        print(RESULT_TAG + json.dumps(measure(args, device)), flush=True)
+        return
+
+    sides = [args.only] if args.only else ["reference", "prunescape"]
+    if args.ablation:
+        sides.append("prunescape-plain")
+    n_val = max(1, args.images // 5)
     recipe = Recipe(epochs=1, batch_size=args.batch_size, amp=args.amp, compile=args.compile)
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
+        else f"CPU, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads"
     )
     print(f"device: {device} ({name}); torch {torch.__version__}")
-    print(
-        f"{n_train} training + {n_val} validation images (synthetic, CIFAR-shaped uint8), batch {args.batch_size}"
-    )
+    print(f"{args.images} training + {n_val} validation images (synthetic, CIFAR-shaped uint8), "
+          f"batch {args.batch_size}; {args.trials} interleaved trials, each side in a fresh process")  # fmt: skip
     print(f"reference: DataLoader with {args.workers} workers; prunescape recipe switches: "
-          f"channels_last={recipe.channels_last} amp={recipe.amp} compile={recipe.compile}")  # fmt: skip
-    scale = args.project_epochs * args.project_images / n_train
-    for model_name in args.models.split(","):
-        rows = {}
-        if args.only in (None, "reference"):
-            rows["reference"] = reference_epoch(model_name, tensors, recipe, device, args.workers)
-        if args.only in (None, "prunescape"):
-            rows["prunescape"], fast = engine_epoch(model_name, tensors, recipe, device)
-            print(f"  {model_name} prunescape fast path in effect: {fast}")
-        for side, seconds in rows.items():
-            print(
-                f"{model_name:18s} {side:10s} epoch {seconds:8.2f} s  {n_train / seconds:9.1f} img/s  "
-                f"projected {args.project_epochs} epochs x {args.project_images} images: "
-                f"{seconds * scale / 3600:7.2f} h"
-            )
-        if len(rows) == 2:
-            print(
-                f"{model_name:18s} speed-up prunescape / reference: {rows['reference'] / rows['prunescape']:.2f}x"
-            )
+          f"channels_last={recipe.channels_last} cpu_malloc_cache={recipe.cpu_malloc_cache} "
+          f"amp={recipe.amp} compile={recipe.compile}")  # fmt: skip
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}", flush=True)
+    results: dict[str, dict[str, list[dict]]] = {}
+    fast_paths: dict[tuple[str, str], dict] = {}
+    for trial in range(args.trials):
+        order = sides[trial % len(sides) :] + sides[: trial % len(sides)]  # A B, B A, ...
+        for model_name in args.models.split(","):
+            for side in order:
+                r = run_child(side, model_name, args)
+                results.setdefault(model_name, {}).setdefault(side, []).append(r)
+                fast_paths[(model_name, side)] = r["fast_path"]
+                print(f"trial {trial + 1} {model_name:18s} {side:16s} epoch {r['seconds']:8.2f} s "
+                      f"{r['images_per_s']:8.1f} img/s   load {r['load'][0]:.2f} -> {r['load'][1]:.2f}",
+                      flush=True)  # fmt: skip
+    print()
+    for (model_name, side), fast in fast_paths.items():
+        if side != "reference":
+            print(f"{model_name} {side} fast path in effect: {fast}")
+    scale = args.project_epochs * args.project_images
+    loads = [x for per_model in results.values() for rs in per_model.values() for r in rs for x in r["load"]]
+    print(f"load average (1 min) during the measurements: median {statistics.median(loads):.2f}, "
+          f"{min(loads):.2f} .. {max(loads):.2f}")  # fmt: skip
+    print(f"{'model':18s} {'side':16s} {'img/s median [min .. max]':>30s}  projected {args.project_epochs} "
+          f"epochs x {args.project_images} images")  # fmt: skip
+    for model_name, per_side in results.items():
+        for side, rs in per_side.items():
+            rates = [r["images_per_s"] for r in rs]
+            print(f"{model_name:18s} {side:16s} {_spread(rates):>30s}  "
+                  f"{scale / statistics.median(rates) / 3600:7.2f} h")  # fmt: skip
+        for side in per_side:
+            if side == "reference" or "reference" not in per_side:
+                continue
+            ref = [r["images_per_s"] for r in per_side["reference"]]
+            ours = [r["images_per_s"] for r in per_side[side]]
+            paired = [o / r for o, r in zip(ours, ref, strict=True)]
+            print(f"{model_name:18s} speed-up {side} / reference: {statistics.median(ours) / statistics.median(ref):.2f}x "
+                  f"(ratio of medians); per trial {', '.join(f'{x:.2f}' for x in paired)} "
+                  f"-> median {statistics.median(paired):.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

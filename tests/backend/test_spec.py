@@ -109,3 +109,20 @@ def test_extension_ranges_must_contain_the_base_grid():
     assert "must contain the base grid" in _error_text(_spec(grid__lr_range=[0, 1]))
     spec = parse_spec(_spec(grid__lr_range=[-1, 3]))
     assert len(grid_values(spec.grid)[0]) == 5 and spec.grid.n_points == 15
+
+
+def test_recipe_spec_mirrors_the_engine_recipe_with_its_speed_switches():
+    import dataclasses
+
+    from backend.spec import RecipeSpec
+    from workers.engine.training import Recipe
+
+    engine_fields = {f.name for f in dataclasses.fields(Recipe)}
+    assert set(RecipeSpec.model_fields) == engine_fields - {"lr", "weight_decay", "seed"}
+    recipe = Recipe.from_dict(RecipeSpec().to_recipe_dict(lr=0.1, weight_decay=1e-4, seed=0))
+    assert recipe == Recipe()  # same defaults on both sides of the seam
+    assert recipe.channels_last and recipe.cpu_malloc_cache and not (recipe.compile or recipe.amp)
+    off = parse_spec(_spec(recipe={"channels_last": False, "cpu_malloc_cache": False}))
+    values = off.recipe.to_recipe_dict(lr=0.1, weight_decay=1e-4, seed=0)
+    assert values["channels_last"] is False and values["cpu_malloc_cache"] is False
+    assert "recipe.cpu_malloc_cache" in _error_text(_spec(recipe={"cpu_malloc_cache": "sometimes"}))

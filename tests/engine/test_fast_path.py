@@ -28,11 +28,12 @@ def small_recipe(**overrides) -> Recipe:
 def test_switches_are_recorded_and_the_numerics_changing_ones_are_off_by_default():
     r = Recipe()
     assert r.compile is False and r.amp is False  # both change kernels or numerics: opt-in only
-    assert r.channels_last is True  # layout only, CUDA only
+    assert r.channels_last is True  # layout only, every device
+    assert r.cpu_malloc_cache is True  # allocator only, CPU runs
     d = r.to_dict()
-    for switch in ("compile", "amp", "channels_last", "eval_batch_size"):
+    for switch in ("compile", "amp", "channels_last", "cpu_malloc_cache", "eval_batch_size"):
         assert switch in d
-    fast = Recipe(compile=True, amp=True, channels_last=False, eval_batch_size=4096)
+    fast = Recipe(compile=True, amp=True, channels_last=False, cpu_malloc_cache=False, eval_batch_size=4096)
     assert Recipe.from_dict(fast.to_dict()) == fast
     with pytest.raises(training.RecipeError, match="compile"):
         Recipe.from_dict({"compile": "yes"})
@@ -73,17 +74,105 @@ def test_fused_and_foreach_sgd_give_the_plain_loops_weights(nesterov):
     assert not torch.equal(reference["conv1.weight"], _sgd_steps(plain, steps=0)["conv1.weight"])
 
 
-def test_cuda_only_switches_change_nothing_on_cpu_and_are_reported(digits):
+def test_cpu_switches_keep_the_results_and_are_reported(digits):
+    # channels_last (other conv kernels) and the malloc cache (allocator only) take effect on CPU;
+    # amp is CUDA only. None may change what the run computes beyond float rounding.
     plain_model, fast_model = (build_model("digits_cnn", num_classes=10) for _ in range(2))
-    plain = train(plain_model, digits, small_recipe(channels_last=False, amp=False), device="cpu")
+    plain_recipe = small_recipe(channels_last=False, cpu_malloc_cache=False, amp=False)
+    plain = train(plain_model, digits, plain_recipe, device="cpu")
     fast = train(fast_model, digits, small_recipe(channels_last=True, amp=True), device="cpu")
     for name, tensor in plain_model.state_dict().items():
-        assert torch.equal(tensor, fast_model.state_dict()[name]), name
-    assert [m.val_top1 for m in plain.history] == [m.val_top1 for m in fast.history]
-    assert fast.fast_path["channels_last"] is False and fast.fast_path["amp_bf16"] is False
+        torch.testing.assert_close(fast_model.state_dict()[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    for a, b in zip(plain.history, fast.history, strict=True):
+        assert abs(a.val_top1 - b.val_top1) <= 100 / digits.n_val  # at most one image flips
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
+    assert plain.fast_path["channels_last"] is False and fast.fast_path["channels_last"] is True
+    assert fast.fast_path["amp_bf16"] is False and fast.fast_path["cudnn_benchmark"] is False
+    assert fast.fast_path["cpu_malloc_cache"] is (training._glibc() is not None)
+    assert plain.fast_path["cpu_malloc_cache"] is False
     assert fast.fast_path["data_on_device"] is True and fast.fast_path["compile"] is False
     assert fast.fast_path["optimizer"] == fast.optimizer
-    assert all(p.is_contiguous() for p in fast_model.parameters())
+    assert all(p.is_contiguous() for p in fast_model.parameters())  # handed back in the usual layout
+
+
+def test_malloc_cache_changes_no_bit_and_a_checkpoint_resumes_across_it(digits, tmp_path):
+    straight_model, resumed_model = (build_model("digits_cnn", num_classes=10) for _ in range(2))
+    straight = train(straight_model, digits, small_recipe(epochs=2, cpu_malloc_cache=False), device="cpu")
+    ckpt = tmp_path / "ckpt.pt"
+    stop_after_one = small_recipe(epochs=2)
+    train(resumed_model, digits, stop_after_one, device="cpu", checkpoint_path=ckpt, should_stop=lambda: True)
+    resumed = train(
+        resumed_model,
+        digits,
+        small_recipe(epochs=2, cpu_malloc_cache=False),
+        device="cpu",
+        checkpoint_path=ckpt,
+    )
+    assert resumed.epochs == 2 and resumed.history[-1].val_loss == straight.history[-1].val_loss
+    for name, tensor in straight_model.state_dict().items():
+        assert torch.equal(tensor, resumed_model.state_dict()[name]), name
+
+
+_FAULTS_SCRIPT = """
+import json, resource, torch
+from workers.engine import training
+
+def faults(rounds=8, mb=48):  # page faults of `rounds` blocks, each allocated, filled and freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        torch.ones(mb * 2**20 // 4)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+out = {"before": faults()}
+with training.cpu_malloc_cache() as outer:
+    with training.cpu_malloc_cache() as inner:
+        pass
+    out.update(outer=outer, inner=inner, depth=training._malloc_depth, inside=faults())
+# blocks larger than any free one the heap kept, so only the restored mmap path can serve them
+out.update(depth_after=training._malloc_depth, after=faults(rounds=4, mb=256))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(training._glibc() is None, reason="glibc only")
+def test_malloc_cache_reuses_big_blocks_without_page_faults_and_nests():
+    # a fresh interpreter: a test process's heap has free blocks of its own that hide the effect
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT], cwd=root, capture_output=True, text=True, check=True
+    )
+    out = json.loads(done.stdout.splitlines()[-1])
+    pages = 48 * 2**20 // 4096  # what one block faults when it is freshly mapped
+    assert out["before"] > 6 * pages  # glibc's defaults: every block is mapped and faulted afresh
+    assert out["outer"] is True and out["inner"] is True
+    assert out["depth"] == 1  # the inner exit did not restore glibc's defaults
+    # the heap grows to fit the block once (twice if small allocations split the first free
+    # block meanwhile); every other round reuses it without a fault
+    assert out["inside"] < 2.5 * pages
+    assert out["depth_after"] == 0 and out["after"] > 3 * pages * 256 // 48  # defaults back
+    with training.cpu_malloc_cache(enabled=False) as off:
+        assert off is False
+
+
+def test_resume_gives_momentum_buffers_their_parameters_layout():
+    # the fused kernel walks parameter and buffer as flat memory: strides must agree
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(8, 4, 3, 3).contiguous(memory_format=torch.channels_last))
+    buffer = torch.randn(8, 4, 3, 3)  # NCHW, as a checkpoint from an NCHW run holds it
+    grad = torch.randn(8, 4, 3, 3)
+    expected = param.detach() - 0.1 * (0.9 * buffer + grad)
+    opt = torch.optim.SGD([param], lr=0.1, momentum=0.9, fused=True)  # what make_optimizer picks on CPU
+    opt.state[param]["momentum_buffer"] = buffer.clone()
+    training._match_state_layout(opt)
+    assert opt.state[param]["momentum_buffer"].stride() == param.stride()
+    param.grad = grad.contiguous(memory_format=torch.channels_last)
+    opt.step()
+    torch.testing.assert_close(param.detach(), expected)
 
 
 def test_compile_switch_compiles_the_training_model_only_when_asked(digits, monkeypatch):
@@ -105,8 +194,12 @@ def test_fast_path_flags_on_cuda_and_for_a_dataloader_set():
     cuda = training.fast_path(Recipe(amp=True), torch.device("cuda"))
     assert cuda["channels_last"] and cuda["cudnn_benchmark"] and cuda["amp_bf16"]
     assert cuda["data_on_device"] is False  # no TensorData given (imagefolder streams from disk)
+    assert cuda["cpu_malloc_cache"] is False  # the host allocates little in a CUDA run
     cpu = training.fast_path(Recipe(amp=True), torch.device("cpu"))
-    assert not (cpu["channels_last"] or cpu["cudnn_benchmark"] or cpu["amp_bf16"])
+    assert cpu["channels_last"] and not (cpu["cudnn_benchmark"] or cpu["amp_bf16"])
+    assert cpu["cpu_malloc_cache"] is (training._glibc() is not None)
+    off = training.fast_path(Recipe(channels_last=False, cpu_malloc_cache=False), torch.device("cpu"))
+    assert not (off["channels_last"] or off["cpu_malloc_cache"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
