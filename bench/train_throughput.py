@@ -14,7 +14,8 @@ CIFAR-shaped uint8 images, and then evaluate the same validation split (n/5 imag
     with its fast path as the recipe's defaults set it (see workers/engine/training.py).
 (c) with --ablation also "prunescape-plain": the same engine with the layout and allocator
     switches off (channels_last=False, cpu_malloc_cache=False), i.e. the CPU path before they
-    took effect there, to show what each side owes to them.
+    took effect there, to show what each side owes to them; on CUDA also "prunescape-eager", the
+    engine without its CUDA graph (cuda_graph=False).
 
 Each side first runs two warm-up batches (cudnn autotuning, allocator, --compile), untimed; the
 engine's warm-up and timed epoch share one `cpu_malloc_cache` block, as the epochs of a long run
@@ -54,6 +55,7 @@ SIDES = {  # side -> the prunescape recipe switches it overrides (None: the refe
     "reference": None,
     "prunescape": {},
     "prunescape-plain": {"channels_last": False, "cpu_malloc_cache": False},
+    "prunescape-eager": {"cuda_graph": False},
 }
 RESULT_TAG = "TRAIN_THROUGHPUT_RESULT "
 
@@ -242,7 +244,7 @@ def main() -> None:
 
     sides = [args.only] if args.only else ["reference", "prunescape"]
     if args.ablation:
-        sides.append("prunescape-plain")
+        sides += ["prunescape-plain", "prunescape-eager"] if device.type == "cuda" else ["prunescape-plain"]
     n_val = max(1, args.images // 5)
     recipe = Recipe(epochs=1, batch_size=args.batch_size, amp=args.amp, compile=args.compile)
     name = (

@@ -198,6 +198,8 @@ def test_fast_path_flags_on_cuda_and_for_a_dataloader_set():
     cpu = training.fast_path(Recipe(amp=True), torch.device("cpu"))
     assert cpu["channels_last"] and not (cpu["cudnn_benchmark"] or cpu["amp_bf16"])
     assert cpu["cpu_malloc_cache"] is (training._glibc() is not None)
+    assert cuda["cuda_graph"] is True and cpu["cuda_graph"] is False  # a graph needs CUDA
+    assert training.fast_path(Recipe(compile=True), torch.device("cuda"))["cuda_graph"] is False
     off = training.fast_path(Recipe(channels_last=False, cpu_malloc_cache=False), torch.device("cpu"))
     assert not (off["channels_last"] or off["cpu_malloc_cache"])
 
@@ -219,4 +221,5 @@ def test_cuda_training_does_not_sync_the_host_per_step():
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in caught)
 
-    assert syncs(640) == syncs(160)
+    # 16 steps vs 4: a sync per step would add >= 12; seen on an H100: 131 vs 130 (a one-off, not per step)
+    assert syncs(640) - syncs(160) <= 2

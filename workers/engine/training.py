@@ -34,6 +34,11 @@ augmentation distribution, epochs); each is a recorded Recipe field or a constan
 - fused SGD (CUDA; CPU where this torch has it), else the multi-tensor foreach SGD: one kernel for
   all parameters instead of one per tensor; same update rule as the plain loop.
 - evaluation in large batches (`eval_batch_size`, default 1000) under `torch.no_grad`.
+- `cuda_graph` (default on, CUDA without `compile`): after three eager warm-up steps the whole
+  training step is captured once as a CUDA graph and replayed for every full batch; the epoch's
+  last, partial batch runs eagerly (workers/engine/train_step.py). Small CIFAR models are bound by
+  kernel launches, not arithmetic: ResNet-56 at batch 128 on an H100, 21 ms per eager step vs
+  6.8 ms replayed (bench/step_probe.py).
 - `compile` (default off): `torch.compile` of the training forward/backward. Same maths, different
   kernels; its first epoch pays the compilation. Evaluation stays eager (no eval-mode recompile).
 - `amp` (default off, CUDA only): bf16 autocast. It changes numerics, so it is never implied.
@@ -67,9 +72,11 @@ from torch import nn
 from workers.engine.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from workers.engine.errors import EngineError
 from workers.engine.models import init_kaiming
+from workers.engine.train_step import TrainStep
 
 if TYPE_CHECKING:
-    from workers.engine.data import Data
+    from workers.engine.train_step import TrainStep
+from workers.engine.data import Data
 
 CHECKPOINT_FORMAT = 1
 INITS = ("kaiming",)
@@ -86,9 +93,10 @@ class RecipeError(TrainingError):
 
 _INT_FIELDS = ("epochs", "batch_size", "seed", "eval_batch_size")
 _FLOAT_FIELDS = ("lr", "weight_decay", "momentum", "gamma")
-_BOOL_FIELDS = ("nesterov", "augment", "amp", "channels_last", "compile", "cpu_malloc_cache")
-# speed switches that cannot change a single bit of the results: a checkpoint resumes across them
-_RESUME_NEUTRAL = frozenset({"cpu_malloc_cache"})
+_BOOL_FIELDS = ("nesterov", "augment", "amp", "channels_last", "compile", "cpu_malloc_cache", "cuda_graph")
+# speed switches a checkpoint resumes across: the allocator cannot change a bit of the results, and
+# a CUDA graph replays the kernels the eager step launches (nothing at all on CPU)
+_RESUME_NEUTRAL = frozenset({"cpu_malloc_cache", "cuda_graph"})
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ class Recipe:
     channels_last: bool = True  # NHWC model and batches (CUDA tensor cores; CPU oneDNN without reorders)
     compile: bool = False  # torch.compile the training step's model; same maths, other kernels
     cpu_malloc_cache: bool = True  # CPU: glibc keeps freed memory for the run (no page-fault storms)
+    cuda_graph: bool = True  # CUDA: each full-batch step replayed from one captured graph (train_step.py)
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:
@@ -310,6 +319,7 @@ def fast_path(recipe: Recipe, device: torch.device, data: Data | None = None) ->
         "cpu_malloc_cache": recipe.cpu_malloc_cache and device.type == "cpu" and _glibc() is not None,
         "cudnn_benchmark": cuda,
         "compile": recipe.compile,
+        "cuda_graph": recipe.cuda_graph and cuda and not recipe.compile,  # compile has its own
         "amp_bf16": recipe.amp and cuda,
         "eval_batch_size": recipe.eval_batch_size,
     }
@@ -422,38 +432,32 @@ def train(
     elif snapshot_epoch == 0:
         save_atomic(model.state_dict(), snapshot_path)
 
+    # on-device meters, and a CUDA graph of the step once warmed up (lr pinned in a tensor for it)
+    step = TrainStep(step_model, optimizer, device, amp=recipe.amp, cuda_graph=switches["cuda_graph"])
     # page-fault-free CPU allocations for the run (see the module docstring); ends with the run
     with cpu_malloc_cache(switches["cpu_malloc_cache"]) as malloc_cached:
         switches["cpu_malloc_cache"] = malloc_cached  # what took effect (mallopt may refuse)
         while state == "running" and len(history) < recipe.epochs:
-            epoch, started, lr = len(history) + 1, time.perf_counter(), optimizer.param_groups[0]["lr"]
+            epoch, started = len(history) + 1, time.perf_counter()
+            lr = float(optimizer.param_groups[0]["lr"])
             model.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
             seen = 0
             for x, y in data.train_batches(
                 recipe.batch_size, device=device, generator=generator, augment=recipe.augment
             ):
-                x = x.contiguous(memory_format=memory_format)  # no copy unless channels_last
-                with _autocast(device, recipe.amp):
-                    logits = step_model(x)
-                    loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                # accumulate on the device: a .item() here would sync every step
-                loss_sum += loss.detach() * y.shape[0]
-                correct += (logits.detach().argmax(dim=1) == y).sum()
+                step(x.contiguous(memory_format=memory_format), y)  # no copy unless channels_last
                 seen += y.shape[0]
             scheduler.step()
+            step.sync_lr()
             if seen == 0:
                 raise TrainingError("the training set yielded no batches: nothing to train on")
-            train_loss = loss_sum.item() / seen  # the one host sync of the epoch
+            loss_sum, correct = step.take_meters()  # the one host sync of the epoch
+            train_loss = loss_sum / seen
             val_loss, val_top1, val_top5 = _evaluate(
                 model, data, device, recipe.eval_batch_size, recipe.amp, memory_format
             )
             metrics = EpochMetrics(
-                epoch, train_loss, 100.0 * correct.item() / seen, val_loss, val_top1, val_top5, lr,
+                epoch, train_loss, 100.0 * correct / seen, val_loss, val_top1, val_top5, lr,
                 time.perf_counter() - started,
             )  # fmt: skip
             history.append(metrics)
@@ -468,6 +472,7 @@ def train(
             if state == "running" and epoch < recipe.epochs and should_stop is not None and should_stop():
                 state = "cancelled"
 
+    switches["cuda_graph"] = step.graphed  # what took effect (a run of < 4 full batches never is)
     model.to(memory_format=torch.contiguous_format)  # callers (pruning, export) get the usual layout
     status: Status = "succeeded" if state == "running" else state  # type: ignore[assignment]
     last = history[-1]
