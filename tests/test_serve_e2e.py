@@ -1,6 +1,9 @@
 """`prunescape serve` as a user runs it: a subprocess on a temp data dir and a free port, with its
 private Redis and worker. A 3x3 digits study with a structured and an int8 variant is submitted
-over HTTP and every run finishes; analysis and comparison come back complete; Ctrl-C stops it all."""
+over HTTP and every run finishes; analysis and comparison come back complete; the dashboard shows
+the finished native study (landscapes, cost and pruning panels, histograms) and a run's epoch
+curves in headless chromium, saving docs/screenshots/{study-native,run-native}.png; Ctrl-C stops
+it all."""
 
 from __future__ import annotations
 
@@ -49,7 +52,42 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _screenshot_native_study(url: str, study_id: int, run_id: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.frontend.live import CHROMIUM, CHROMIUM_ARGS
+
+    shots = REPO / "docs" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/studies/{study_id}")
+            page.wait_for_function(
+                "document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 3"
+            )
+            page.locator("#study-cost .js-plotly-plot").first.wait_for()  # accuracy vs latency / size
+            page.locator("#study-kept .js-plotly-plot").first.wait_for()  # where u50 cut filters
+            page.locator("#study-hist-panel .js-plotly-plot").first.wait_for()  # weight histograms
+            assert "u50" in page.locator("#study-measure-table").inner_text()
+            page.wait_for_timeout(1_000)
+            page.screenshot(path=str(shots / "study-native.png"), full_page=True)
+            page.goto(f"{url}/runs/{run_id}")
+            page.wait_for_selector(f"text=Run {run_id}")
+            page.locator("[id*='epoch-curves'] .js-plotly-plot .scatterlayer .trace").first.wait_for()
+            page.wait_for_timeout(1_000)
+            page.screenshot(path=str(shots / "run-native.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
 @pytest.mark.slow
+@pytest.mark.browser
 def test_serve_runs_a_study_over_http(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRUNESCAPE_")}
@@ -112,6 +150,8 @@ def test_serve_runs_a_study_over_http(tmp_path):
             assert row["params"] and row["flops"] and row["size_bytes"] and row["latency"], name
         assert 0.49 <= rows["u50"]["flops_ratio_achieved"] <= 0.51
         assert rows["q8"]["size_bytes"] < rows["base"]["size_bytes"]
+        best_run = analysis["results"]["base"]["best"]["run_ids"][0]
+        _screenshot_native_study(f"http://127.0.0.1:{port}", study_id, best_run)
     finally:
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
         try:

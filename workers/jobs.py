@@ -224,6 +224,7 @@ def run_train(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = Non
             "device": outcome.device,
             "seconds": outcome.seconds,
             "optimizer": outcome.optimizer,
+            "fast_path": outcome.fast_path,  # the speed switches that took effect on this device
             "recipe": recipe.to_dict(),
             "retrain": None if inp.variant_kind == "base" else retrain,
             "train_top1": _finite(last.train_top1),

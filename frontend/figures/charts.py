@@ -173,10 +173,12 @@ def weight_histogram_figure(layer: str, histograms: dict[str, dict], *, height: 
     return fig
 
 
-def epoch_curves_figure(epochs: Sequence[dict], *, height: int = 520) -> go.Figure:
+def epoch_curves_figure(
+    epochs: Sequence[dict], *, height: int = 520, empty_text: str = "no epochs recorded yet"
+) -> go.Figure:
     """Loss, top-1, top-5 and learning rate per epoch of one run (2 x 2 panels)."""
     if not epochs:
-        return empty_figure("no epochs recorded yet", height=height)
+        return empty_figure(empty_text, height=height)
     xs = [e.get("epoch") for e in epochs]
     fig = make_subplots(
         rows=2,
@@ -206,7 +208,8 @@ def epoch_curves_figure(epochs: Sequence[dict], *, height: int = 520) -> go.Figu
             )
     base_layout(fig, height=height)
     fig.update_layout(margin=dict(l=60, r=20, t=40, b=70), legend=dict(y=-0.12))
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", row=2)  # the top row's would collide with the titles below
+    fig.update_xaxes(rangemode="tozero", dtick=max(1, round(len(xs) / 8)) if xs else None)
     fig.update_yaxes(type="log", row=2, col=2)
     return fig
 

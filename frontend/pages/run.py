@@ -70,6 +70,7 @@ def render(run: dict) -> tuple:
     subtitle += [f" · variant {run.get('variant', '—')} · {run.get('kind', 'train')}"]
     header = html.Div([*title, html.P(subtitle)])
     hyper = run.get("hyperparameters") or {}
+    result = run.get("result") if isinstance(run.get("result"), dict) else {}
     lr = run.get("lr", hyper.get("lr"))
     wd = run.get("wd", run.get("weight_decay", hyper.get("weight_decay")))
     rows = [
@@ -82,12 +83,12 @@ def render(run: dict) -> tuple:
         _row("epochs done", fmt(run.get("epochs_done", len(_epochs(run)) or None))),
         _row("attempts", fmt(run.get("attempts"))),
         _row("worker", run.get("worker") or "—"),
-        _row("device", run.get("device") or "—"),
+        _row("device", run.get("device") or result.get("device") or "—"),
         _row("started", run.get("started_at") or "—"),
         _row("finished", run.get("finished_at") or "—"),
-        _row("seconds", fmt(run.get("seconds"), 1)),
+        _row("seconds", fmt(run.get("seconds", result.get("seconds")), 1)),
     ]
-    recipe = run.get("recipe") or hyper
+    recipe = run.get("recipe") or result.get("recipe") or hyper
     if recipe:
         rows.append(
             _row(
@@ -97,6 +98,12 @@ def render(run: dict) -> tuple:
                 ),
             )
         )
+    fast = result.get("fast_path")
+    if isinstance(fast, dict) and fast:
+        on = [k for k, v in fast.items() if v is True] + [
+            f"{k}={v}" for k, v in fast.items() if isinstance(v, str)
+        ]
+        rows.append(_row("fast path in effect", html.Code(", ".join(on) or "none")))
     error = run.get("error")
     details = [html.H3("Hyperparameters and status"), html.Table(html.Tbody(rows), className="plain")]
     if error:
@@ -116,7 +123,20 @@ def render(run: dict) -> tuple:
         html.H3("Artefacts"),
         html.Ul(links) if links else html.P("none stored", className="muted"),
     ]
-    return header, details, epoch_curves_figure(_epochs(run)), artefact_panel
+    curves = epoch_curves_figure(_epochs(run), empty_text=no_epochs_text(run))
+    return header, details, curves, artefact_panel
+
+
+def no_epochs_text(run: dict) -> str:
+    """What the epoch-curve panel says when a run has no epochs: waiting, or there will be none."""
+    kind = run.get("kind", "train")
+    if kind != "train":
+        return f"a {kind} run trains no epochs"
+    if run.get("status") in ("blocked", "pending", "queued", "running"):
+        return "no epochs recorded yet"
+    if run.get("attempts"):
+        return "this run ended before its first epoch"
+    return "no per-epoch metrics: an imported result carries only its final accuracy"
 
 
 def retry_answer(answer: dict) -> str:

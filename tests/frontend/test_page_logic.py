@@ -296,3 +296,28 @@ def test_cancel_delete_retry_are_token_carrying_writes():
         ("DELETE", "/api/v1/studies/3", "Bearer psk_user"),
         ("POST", "/api/v1/runs/11/retry", "Bearer psk_user"),
     ]
+
+
+def test_an_empty_epoch_panel_says_whether_epochs_are_coming():
+    assert (
+        run.no_epochs_text({"kind": "train", "status": "running", "attempts": 1}) == "no epochs recorded yet"
+    )
+    assert "imported result" in run.no_epochs_text({"kind": "train", "status": "succeeded", "attempts": 0})
+    assert "before its first epoch" in run.no_epochs_text(
+        {"kind": "train", "status": "failed", "attempts": 3}
+    )
+    assert run.no_epochs_text({"kind": "measure", "status": "succeeded"}) == "a measure run trains no epochs"
+
+
+def test_run_details_show_the_workers_device_time_and_fast_path():
+    detail = {
+        "id": 7, "study_id": 1, "variant": "base", "kind": "train", "status": "succeeded", "attempts": 1,
+        "lr": 0.1, "wd": 1e-4, "seed": 0, "top1": 91.0, "top5": 99.0, "epochs_done": 2, "epochs": [],
+        "result": {"device": "cuda:0", "seconds": 12.34, "recipe": {"epochs": 2, "batch_size": 128},
+                   "fast_path": {"cuda_graph": True, "channels_last": True, "amp_bf16": False,
+                                 "optimizer": "sgd-fused"}},
+    }  # fmt: skip
+    _, details, _, _ = run.render(detail)
+    text = str(details)
+    assert "cuda:0" in text and "12.3" in text and "batch_size=128" in text
+    assert "cuda_graph, channels_last, optimizer=sgd-fused" in text and "amp_bf16" not in text

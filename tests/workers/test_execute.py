@@ -73,6 +73,9 @@ def test_every_run_kind_stores_its_results(sqlite_db):
         assert variants["sp"].params_nonzero < 0.35 * variants["sp"].params
         assert variants["sp"].size_sparse_bytes < variants["sp"].size_bytes
         assert by[("base", "train")].result["rewind_snapshot"].endswith("rewind_e1.pt")
+        fast = by[("base", "train")].result["fast_path"]  # what the worker's device actually used
+        assert fast["channels_last"] is True and fast["cuda_graph"] is False  # a CPU worker
+        assert fast["optimizer"] in ("sgd-fused", "sgd-foreach")
         # quantised evaluations, measured by the runtime that runs them
         assert abs(by[("q8", "quantise")].top1 - by[("base", "train")].top1) < 5.0
         assert by[("h16", "quantise")].top1 is not None

@@ -105,9 +105,8 @@ def _probe(
     model_name: str, input_shape: tuple[int, int, int], batch_size: int, eval_batch_size: int, device: str
 ) -> dict[str, Any]:
     """In a spawned child: free memory, then the peak of a few steps run the way `train` runs them."""
-    import torch.nn.functional as F
-
     from workers.engine.models import build_model, get_model_info
+    from workers.engine.train_step import WARMUP_STEPS, TrainStep
     from workers.engine.training import Recipe, make_optimizer, pick_device
 
     target = pick_device(device or None)
@@ -124,11 +123,15 @@ def _probe(
     x = torch.randn(batch_size, *input_shape, device=target).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (batch_size,), device=target)
     torch.cuda.reset_peak_memory_stats(target)
-    for _ in range(PROBE_STEPS):
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    # as train() steps: warm-up, the captured graph's pool and replays, then the epoch's eager
+    # partial batch beside that pool (a graphed run holds both)
+    step = TrainStep(model, optimizer, target, cuda_graph=True)
+    for _ in range(max(PROBE_STEPS, WARMUP_STEPS + 2)):
+        step(x, y)
+    if batch_size > 1:
+        step(x[1:], y[1:])
+    torch.cuda.synchronize(target)
+    graphed = step.graphed
     model.eval()
     with torch.no_grad():
         model(torch.randn(eval_batch_size, *input_shape, device=target))
@@ -138,6 +141,7 @@ def _probe(
         "free": int(free),
         "peak_allocated": int(torch.cuda.max_memory_allocated(target)),
         "peak_reserved": int(torch.cuda.max_memory_reserved(target)),
+        "graphed": graphed,
     }
 
 

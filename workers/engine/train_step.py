@@ -49,6 +49,7 @@ class TrainStep:
         self._static: tuple[Tensor, Tensor] | None = None
         self._key: tuple[Any, ...] | None = None  # shape and strides of the graphed batches
         self._warmed = 0
+        self.capture_error: str | None = None  # why capture failed, if it did (the run went on eagerly)
         self._lr: list[Tensor] = []
         self.sync_lr()
 
@@ -67,6 +68,10 @@ class TrainStep:
         if not self.cuda_graph:
             self._eager(x, y)
             return
+        with torch.cuda.device(self.device):  # streams and graphs belong to the run's GPU, not GPU 0
+            self._graphed_call(x, y)
+
+    def _graphed_call(self, x: Tensor, y: Tensor) -> None:
         key = (tuple(x.shape), x.stride(), tuple(y.shape), x.dtype, y.dtype)
         if self._key is None:
             self._key = key  # the first batch of a run is a full one (or the whole, small set)
@@ -84,9 +89,10 @@ class TrainStep:
             with torch.cuda.stream(side):
                 self._eager(x, y)
             torch.cuda.current_stream(self.device).wait_stream(side)
+        elif self._capture():
+            self._graphed_call(x, y)
         else:
-            self._capture(x, y)
-            self(x, y)
+            self._eager(x, y)  # capture failed: this run goes on eagerly (recorded)
 
     def take_meters(self) -> tuple[float, int]:
         """(summed loss, correct count) since the last call, then zeroed: the epoch's one host sync."""
@@ -113,8 +119,11 @@ class TrainStep:
         self.loss_sum += loss.detach() * y.shape[0]
         self.correct += (logits.detach().argmax(dim=1) == y).sum()
 
-    def _capture(self, x: Tensor, y: Tensor) -> None:
-        self._static = (torch.empty_like(x), torch.empty_like(y))  # same strides (channels_last)
+    def _capture(self) -> bool:
+        """Capture the step into a graph; False (and `capture_error` set) if this model cannot be."""
+        x_shape, x_stride, y_shape, x_dtype, y_dtype = self._key  # type: ignore[misc]
+        static_x = torch.empty_strided(x_shape, x_stride, dtype=x_dtype, device=self.device)
+        static_y = torch.empty(y_shape, dtype=y_dtype, device=self.device)
         self.optimizer.zero_grad(set_to_none=True)  # backward allocates them in the graph's pool
         torch.cuda.synchronize(self.device)
         groups = self.optimizer.param_groups
@@ -123,12 +132,26 @@ class TrainStep:
             group["lr"] = holder  # captured: the fused kernel reads lr from this tensor at replay
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
-                self._step(*self._static)
+            with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
+                self._step(static_x, static_y)
+        except RuntimeError as exc:  # an op that cannot be captured: run eagerly, say why
+            self.capture_error = f"{type(exc).__name__}: {exc}"[:500]
+            self.cuda_graph = False
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.synchronize(self.device)
+            return False
         finally:
             for group, value in zip(groups, floats, strict=True):
                 group["lr"] = value  # eager steps, the scheduler and checkpoints keep floats
-        self._graph = graph
+        self._graph, self._static = graph, (static_x, static_y)
+        return True
+
+    def close(self) -> None:
+        """Release the graph and its memory pool (the gradients live there) when the run ends."""
+        if self._graph is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._graph.reset()
+            self._graph = self._static = None
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp and self.device.type == "cuda":

@@ -434,45 +434,50 @@ def train(
 
     # on-device meters, and a CUDA graph of the step once warmed up (lr pinned in a tensor for it)
     step = TrainStep(step_model, optimizer, device, amp=recipe.amp, cuda_graph=switches["cuda_graph"])
-    # page-fault-free CPU allocations for the run (see the module docstring); ends with the run
-    with cpu_malloc_cache(switches["cpu_malloc_cache"]) as malloc_cached:
-        switches["cpu_malloc_cache"] = malloc_cached  # what took effect (mallopt may refuse)
-        while state == "running" and len(history) < recipe.epochs:
-            epoch, started = len(history) + 1, time.perf_counter()
-            lr = float(optimizer.param_groups[0]["lr"])
-            model.train()
-            seen = 0
-            for x, y in data.train_batches(
-                recipe.batch_size, device=device, generator=generator, augment=recipe.augment
-            ):
-                step(x.contiguous(memory_format=memory_format), y)  # no copy unless channels_last
-                seen += y.shape[0]
-            scheduler.step()
-            step.sync_lr()
-            if seen == 0:
-                raise TrainingError("the training set yielded no batches: nothing to train on")
-            loss_sum, correct = step.take_meters()  # the one host sync of the epoch
-            train_loss = loss_sum / seen
-            val_loss, val_top1, val_top5 = _evaluate(
-                model, data, device, recipe.eval_batch_size, recipe.amp, memory_format
-            )
-            metrics = EpochMetrics(
-                epoch, train_loss, 100.0 * correct / seen, val_loss, val_top1, val_top5, lr,
-                time.perf_counter() - started,
-            )  # fmt: skip
-            history.append(metrics)
-            if not math.isfinite(train_loss):
-                state = "diverged"  # a real outcome of this grid point: keep its metrics, stop training
-            if checkpoint_path is not None:
-                _save(checkpoint_path, recipe, stateful, history, state, optimizer_impl)
-            if snapshot_epoch == epoch:
-                save_atomic(model.state_dict(), snapshot_path)
-            if on_epoch is not None:
-                on_epoch(metrics)
-            if state == "running" and epoch < recipe.epochs and should_stop is not None and should_stop():
-                state = "cancelled"
-
-    switches["cuda_graph"] = step.graphed  # what took effect (a run of < 4 full batches never is)
+    try:
+        # page-fault-free CPU allocations for the run (see the module docstring); ends with the run
+        with cpu_malloc_cache(switches["cpu_malloc_cache"]) as malloc_cached:
+            switches["cpu_malloc_cache"] = malloc_cached  # what took effect (mallopt may refuse)
+            while state == "running" and len(history) < recipe.epochs:
+                epoch, started = len(history) + 1, time.perf_counter()
+                lr = float(optimizer.param_groups[0]["lr"])
+                model.train()
+                seen = 0
+                for x, y in data.train_batches(
+                    recipe.batch_size, device=device, generator=generator, augment=recipe.augment
+                ):
+                    step(x.contiguous(memory_format=memory_format), y)  # no copy unless channels_last
+                    seen += y.shape[0]
+                scheduler.step()
+                step.sync_lr()
+                if seen == 0:
+                    raise TrainingError("the training set yielded no batches: nothing to train on")
+                loss_sum, correct = step.take_meters()  # the one host sync of the epoch
+                train_loss = loss_sum / seen
+                val_loss, val_top1, val_top5 = _evaluate(
+                    model, data, device, recipe.eval_batch_size, recipe.amp, memory_format
+                )
+                metrics = EpochMetrics(
+                    epoch, train_loss, 100.0 * correct / seen, val_loss, val_top1, val_top5, lr,
+                    time.perf_counter() - started,
+                )  # fmt: skip
+                history.append(metrics)
+                if not math.isfinite(train_loss):
+                    state = "diverged"  # a real outcome of this grid point: keep its metrics, stop training
+                if checkpoint_path is not None:
+                    _save(checkpoint_path, recipe, stateful, history, state, optimizer_impl)
+                if snapshot_epoch == epoch:
+                    save_atomic(model.state_dict(), snapshot_path)
+                if on_epoch is not None:
+                    on_epoch(metrics)
+                if state == "running" and epoch < recipe.epochs and should_stop is not None and should_stop():
+                    state = "cancelled"
+    finally:
+        graphed = step.graphed
+        step.close()  # the graph's pool (it holds the gradients) goes back with the run
+    switches["cuda_graph"] = graphed  # what took effect (a run of < 4 full batches never is)
+    if step.capture_error:
+        switches["cuda_graph_error"] = step.capture_error
     model.to(memory_format=torch.contiguous_format)  # callers (pruning, export) get the usual layout
     status: Status = "succeeded" if state == "running" else state  # type: ignore[assignment]
     last = history[-1]
