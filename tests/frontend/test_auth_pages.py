@@ -44,6 +44,13 @@ def _studies(url: str) -> int:
 def _paste_token(page, token: str) -> None:
     page.fill("#token-input", token)
     page.click("#token-save")
+    # "token set" may already show for the previous token: wait until this one is the stored one
+    # (the save callback empties the input in the same response that stores the token)
+    page.wait_for_function(
+        """(t) => document.querySelector('#token-input').value === ''
+                  && (localStorage.getItem('api-token') || '').includes(t)""",
+        arg=token,
+    )
     page.locator("#token-status", has_text="token set").wait_for()
 
 
