@@ -5,7 +5,7 @@
 # and is installed here. Logs go to $OUT (default /tmp/cuda-bench); a failing part does not stop
 # the next.
 #
-#   bench/cuda_session.sh smoke tests throughput grid amp   # parts: smoke tests probe throughput amp compile grid grid56 plan
+#   bench/cuda_session.sh smoke tests throughput grid amp   # parts: smoke tests probe epoch throughput amp compile grid grid56 plan
 set -u
 out=${OUT:-/tmp/cuda-bench}
 mkdir -p "$out"
@@ -39,8 +39,9 @@ for model, data, epochs in (("digits_cnn", {"name": "digits"}, 15),
     print(model, r.status, r.device, f"top1 {r.top1:.2f}", f"{r.seconds:.2f} s", r.fast_path)
 PY
     ;;
-  tests) step cuda-tests 180 $py -m pytest -q -p no:cacheprovider tests/engine/test_cuda_graph.py tests/engine/test_fast_path.py ;;
+  tests) step cuda-tests 240 $py -m pytest -q -p no:cacheprovider tests/engine/test_cuda_graph.py tests/engine/test_fast_path.py tests/engine/test_concurrency.py ;;
   probe) step step-probe 300 $py bench/step_probe.py --compile-modes default,reduce-overhead ;;
+  epoch) step epoch-probe 120 $py bench/epoch_probe.py --model resnet56 ;;
   throughput)
     step train-throughput-resnet56 300 $py bench/train_throughput.py --device cuda --models resnet56 --trials 2 --ablation
     step train-throughput-mbv2 150 $py bench/train_throughput.py --device cuda --models mobilenetv2_cifar --trials 1

@@ -112,6 +112,8 @@ def _probe(
     target = pick_device(device or None)
     if target.type != "cuda":
         return {"device": "cpu"}
+    if target.index is None:  # the memory queries below want an index (torch 2.11 refuses "cuda")
+        target = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.set_device(target)
     torch.cuda.init()
     free, _total = torch.cuda.mem_get_info(target)  # after this process's own context exists
