@@ -270,6 +270,7 @@ class HealthOut(BaseModel):
     database: dict[str, Any]
     broker: dict[str, Any]
     workers: list[str]
+    artefacts: dict[str, Any]  # ok, free_bytes, error: can runs write their checkpoints and models
 
 
 class ErrorOut(BaseModel):

@@ -55,7 +55,8 @@ def test_database_down_is_503_with_retry_after(tmp_path, fake_dispatch):
 
 def test_health_reports_broker_and_workers(client, fake_dispatch):
     body = client.get("/api/v1/health").json()
-    assert body == {
+    assert body["artefacts"]["ok"] is True and body["artefacts"]["free_bytes"] > 0
+    assert {k: v for k, v in body.items() if k != "artefacts"} == {
         "status": "ok",
         "database": {"ok": True},
         "broker": {"ok": True, "workers": ["celery@test"]},
@@ -64,3 +65,18 @@ def test_health_reports_broker_and_workers(client, fake_dispatch):
     fake_dispatch.health = {"ok": False, "error": "connection refused"}
     body = client.get("/api/v1/health").json()
     assert body["status"] == "degraded" and body["workers"] == []
+
+
+def test_health_says_when_runs_could_not_write_their_artefacts(client, settings):
+    from backend.services.storage import artefact_store_health
+
+    root = settings.artifact_root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root.write_text("a file where the artefact directory should be")
+    body = client.get("/api/v1/health").json()
+    assert body["status"] == "degraded" and body["artefacts"]["ok"] is False
+    assert "not a directory" in body["artefacts"]["error"]
+    root.unlink()
+    assert artefact_store_health(root / "not" / "yet" / "made")["ok"] is True  # the first run creates it
+    low = artefact_store_health(root.parent, min_free_bytes=2**62)  # more than any disk has
+    assert low["ok"] is False and "MiB free" in low["error"]

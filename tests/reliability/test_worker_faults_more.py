@@ -525,7 +525,11 @@ def test_unwritable_artefact_directory_fails_runs_naming_the_path_and_the_api_an
             assert "NotADirectoryError" in run["error"]
         # The service is still up: it reads, reports its health and takes new work.
         assert client.get(f"/runs/{runs[0]['id']}").status_code == 200
-        assert client.get("/health").status_code == 200
+        health = client.get("/health")
+        assert health.status_code == 200  # up, and it says what is wrong with the artefact store
+        assert (
+            health.json()["status"] == "degraded" and "not a directory" in health.json()["artefacts"]["error"]
+        )
         assert client.post("/studies", json=spec("after", epochs=1)).status_code == 201
         assert api.process.poll() is None
     finally:

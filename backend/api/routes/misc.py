@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from backend.api.deps import ArtefactId, SessionDep, SettingsDep
 from backend.api.schemas import READ_ERRORS, HealthOut
 from backend.services import studies as svc
+from backend.services.storage import artefact_store_health
 
 router = APIRouter(tags=["misc"], responses=READ_ERRORS)
 log = logging.getLogger(__name__)
@@ -32,8 +33,15 @@ def health(session: SessionDep, settings: SettingsDep) -> Any:
         database = {"ok": False, "error": str(exc.orig).splitlines()[0] if exc.orig else str(exc)}
     broker = _broker()
     workers = [str(w) for w in broker.get("workers") or []]
-    ok = database["ok"] and bool(broker.get("ok")) and bool(workers)
-    body = HealthOut(status="ok" if ok else "degraded", database=database, broker=broker, workers=workers)
+    artefacts = artefact_store_health(settings.artifact_root)
+    ok = database["ok"] and bool(broker.get("ok")) and bool(workers) and artefacts["ok"]
+    body = HealthOut(
+        status="ok" if ok else "degraded",
+        database=database,
+        broker=broker,
+        workers=workers,
+        artefacts=artefacts,
+    )
     if not database["ok"]:
         return JSONResponse(
             body.model_dump(), status_code=503, headers={"Retry-After": str(settings.db_retry_after_s)}
