@@ -292,7 +292,13 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StudySpec:
+        why_not = catalog.MODELS[self.model.name].no_structured_pruning
         for v in self.variants:
+            if v.kind == "structured" and why_not:
+                raise ValueError(
+                    f"variants: {v.name!r} is structured, but {self.model.name} cannot be filter-pruned "
+                    f"({why_not}); use kind 'unstructured'"
+                )
             if getattr(v, "rewind_epoch", None) is not None and v.rewind_epoch > self.recipe.epochs:
                 raise ValueError(
                     f"variants: {v.name!r} rewind_epoch {v.rewind_epoch} is after the last epoch "

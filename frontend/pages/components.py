@@ -94,7 +94,14 @@ def data_table(
                 style_cell_conditional=[
                     {"if": {"column_id": c}, "textAlign": "left"} for c in ("variant", "kind", "note")
                 ],
-                style_header={"fontWeight": "600", "backgroundColor": "#f5f7fa"},
+                # headers wrap, so a wide table (the measurements' 14 columns) fits a laptop screen
+                style_header={
+                    "fontWeight": "600",
+                    "backgroundColor": "#f5f7fa",
+                    "whiteSpace": "normal",
+                    "height": "auto",
+                    "verticalAlign": "bottom",
+                },
             ),
         ]
     )

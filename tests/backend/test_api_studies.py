@@ -57,6 +57,23 @@ def test_invalid_spec_is_422_naming_the_field_and_stores_nothing(client, setting
         assert session.scalar(sa.select(sa.func.count()).select_from(Run)) == 0
 
 
+def test_structured_pruning_of_a_model_it_cannot_trace_is_422_before_any_run(client, settings):
+    spec = copy.deepcopy(DEMO_SPEC)
+    spec["model"] = {"name": "shufflenet_v2_x1_0"}
+    spec["dataset"] = {"name": "synthetic", "synthetic_size": 64, "synthetic_shape": [3, 64, 64]}
+    response = client.post(f"{API}/studies", json=spec)
+    assert response.status_code == 422, response.text
+    message = " ".join(e["msg"] for e in response.json()["detail"])
+    assert "'u50' is structured" in message and "use kind 'unstructured'" in message
+    spec["variants"] = [
+        {"name": "base", "kind": "base"},
+        {"name": "s50", "kind": "unstructured", "amount": 0.5},
+    ]
+    assert client.post(f"{API}/studies", json=spec).status_code == 201  # the alternative it names works
+    with session_scope(settings) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Study)) == 1
+
+
 def test_list_pagination_filter_sort(client):
     ids = [_create(client, name=f"study {n}")["id"] for n in range(5)]
     page = client.get(f"{API}/studies", params={"limit": 2, "offset": 0, "sort": "id"}).json()

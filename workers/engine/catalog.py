@@ -20,6 +20,8 @@ class ModelInfo:
     num_classes: int
     family: str  # "cifar_resnet" | "mobilenetv2_cifar" | "torchvision" | "small"
     description: str
+    # why structured (filter) pruning is not offered for this model; None: it is
+    no_structured_pruning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,15 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo("resnet18", (3, 224, 224), 1000, "torchvision", "torchvision ResNet-18"),
         ModelInfo("resnet50", (3, 224, 224), 1000, "torchvision", "torchvision ResNet-50"),
         ModelInfo("mobilenet_v2", (3, 224, 224), 1000, "torchvision", "torchvision MobileNetV2"),
-        ModelInfo("shufflenet_v2_x1_0", (3, 224, 224), 1000, "torchvision", "torchvision ShuffleNetV2 1.0x"),
+        ModelInfo(
+            "shufflenet_v2_x1_0",
+            (3, 224, 224),
+            1000,
+            "torchvision",
+            "torchvision ShuffleNetV2 1.0x",
+            no_structured_pruning="its channel split and shuffle tie channels across branches in a way "
+            "the pruning dependency graph cannot trace",
+        ),
         ModelInfo("alexnet", (3, 224, 224), 1000, "torchvision", "torchvision AlexNet"),
         ModelInfo(
             "digits_cnn",
