@@ -21,11 +21,14 @@ from frontend.figures.common import (
     metric_label,
 )
 
-# Two ROI levels, two clearly different line styles (and widths) so they read in grey print too.
+# The study's two ROI levels, two clearly different line styles (and widths) so they read in grey
+# print too, keyed by level: a 1.0-ROI drawn alone (its 0.5-ROI has < 5 points) keeps its own style,
+# as the legend text under "Landscapes" promises. Any other level asked for: thin dotted grey.
 ELLIPSE_STYLES = {
-    0: dict(dash="solid", width=2.5, color="#d32f2f"),
-    1: dict(dash="dash", width=2.0, color="#111111"),
+    0.5: dict(dash="solid", width=2.5, color="#d32f2f"),
+    1.0: dict(dash="dash", width=2.0, color="#111111"),
 }
+OTHER_ELLIPSE_STYLE = dict(dash="dot", width=1.5, color="#6b7280")
 DIVERGED_STYLE = dict(symbol="x-thin", size=11, color="#c62828", line=dict(width=2.5, color="#c62828"))
 # A grey hollow square: a finished point clipped to the colour floor is a dark dot with a white
 # rim, which a hollow circle would be mistaken for.
@@ -130,8 +133,8 @@ def landscape_figure(
             )
         )
 
-    for index, ellipse in enumerate(rec.ellipses(analysis, variant)):
-        style = ELLIPSE_STYLES[min(index, 1)]
+    for ellipse in rec.ellipses(analysis, variant):
+        style = ELLIPSE_STYLES.get(ellipse["level"], OTHER_ELLIPSE_STYLE)
         xs, ys = ellipse_outline(ellipse["centre"], ellipse["length"], ellipse["width"], ellipse["angle_deg"])
         fig.add_trace(
             go.Scatter(

@@ -65,6 +65,19 @@ def test_ellipses_use_two_different_dash_styles(record):
     assert math.isclose(min(radii), 0.5 / 2, rel_tol=2e-3)
 
 
+def test_an_ellipse_keeps_its_level_style_when_the_other_level_has_none(record):
+    # the demo's u50: too few points for a 0.5-ROI ellipse, so the 1.0-ROI one is drawn alone; it
+    # must not take the 0.5 style (solid red), or the page's legend text would be wrong
+    del record["results"]["u50"]["ellipse"]["0.5"]
+    fig = landscape_figure(record, "u50")
+    names = [t.name for t in fig.data if t.name and t.name.endswith("ROI ellipse")]
+    assert names == ["1.0-ROI ellipse"]
+    one = _by_name(fig, "1.0-ROI ellipse")
+    assert (one.line.dash, one.line.color) == ("dash", "#111111")
+    half = _by_name(landscape_figure(make_record(), "u50"), "0.5-ROI ellipse")
+    assert (half.line.dash, half.line.color) == ("solid", "#d32f2f")
+
+
 def test_every_variant_shares_one_colour_range(record):
     figs = landscape_figures(record)
     assert list(figs) == ["base", "u50"]
