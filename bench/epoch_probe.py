@@ -18,16 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from train_throughput import synthetic_cifar  # noqa: E402  (this folder: the same images)
+
 from workers.engine.data import AUGMENT, TensorData  # noqa: E402
 from workers.engine.models import build_model  # noqa: E402
 from workers.engine.training import Recipe, evaluate, train  # noqa: E402
-
-
-def cifar_like(n: int, seed: int = 0) -> TensorData:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n + n // 5, 3, 32, 32), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, 10, (n + n // 5,), generator=g)
-    return TensorData("synthetic", x[:n], y[:n], x[n:], y[n:], 10, AUGMENT["cifar10"])
 
 
 def timed(fn) -> float:
@@ -45,7 +40,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     device = torch.device("cuda")
-    data = cifar_like(args.images)
+    data = TensorData(
+        "synthetic-cifar", *synthetic_cifar(args.images, args.images // 5), 10, AUGMENT["cifar10"]
+    )
 
     def data_epoch() -> None:
         generator = torch.Generator().manual_seed(0)
