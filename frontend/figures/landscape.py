@@ -69,7 +69,7 @@ def landscape_figure(
                 ),
                 line=dict(width=0.5, color="rgba(255,255,255,0.6)"),
                 connectgaps=False,
-                colorbar=dict(title=dict(text=label, side="right"), thickness=12, len=0.9)
+                colorbar=dict(title=dict(text=label, side="right"), thickness=12, len=0.9, tickformat=".2f")
                 if show_colorbar
                 else None,
                 showscale=show_colorbar,

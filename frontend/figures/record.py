@@ -20,6 +20,9 @@ def result(analysis: dict, variant: str) -> dict:
     return (analysis.get("results") or {}).get(variant) or {}
 
 
+MIN_COLOUR_SPAN = 1.0  # accuracy points: a readable colour bar when the scale has no width
+
+
 def colour_range(analysis: dict, floor: float | None = None) -> tuple[float, float]:
     """(zmin, zmax) of the study's shared colour scale; `floor` overrides the lower end."""
     scale = analysis.get("colour_scale") or {}
@@ -30,8 +33,8 @@ def colour_range(analysis: dict, floor: float | None = None) -> tuple[float, flo
         zmin = 0.0
     if finite(floor):
         zmin = float(floor)
-    if zmin >= zmax:
-        zmin = zmax - 1e-6
+    if zmin >= zmax:  # every observation at the floor (an easy set), or a floor set at the top
+        zmin = zmax - MIN_COLOUR_SPAN
     return float(zmin), float(zmax)
 
 

@@ -78,6 +78,15 @@ def test_an_ellipse_keeps_its_level_style_when_the_other_level_has_none(record):
     assert (half.line.dash, half.line.color) == ("solid", "#d32f2f")
 
 
+def test_a_colour_scale_without_width_still_has_a_readable_colour_bar(record):
+    # a small easy study: the 85th percentile equals the best accuracy, so min == max
+    record["colour_scale"]["min"] = record["colour_scale"]["max"]
+    top = record["colour_scale"]["max"]
+    contour = next(t for t in landscape_figure(record, "base").data if t.type == "contour")
+    assert (contour.zmin, contour.zmax) == (top - 1.0, top)
+    assert contour.colorbar.tickformat == ".2f"
+
+
 def test_every_variant_shares_one_colour_range(record):
     figs = landscape_figures(record)
     assert list(figs) == ["base", "u50"]
