@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     api_url: str | None = None  # where the dashboard reaches the API; None = the serving origin
     dashboard_api_timeout: float = 60.0
     db_retry_after_s: int = 5  # Retry-After of a 503 when the database is unreachable
+    # /health answers the broker part from one cached probe (workers/broker_health.py): how long a
+    # result is kept, and how long a request waits for a fresh one before answering the last one.
+    broker_probe_max_age_s: float = Field(5.0, ge=0)
+    broker_probe_wait_s: float = Field(3.0, gt=0, le=30)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

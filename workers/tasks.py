@@ -28,9 +28,11 @@ import sqlalchemy as sa
 from celery import shared_task
 from sqlalchemy.orm import Session
 
+from backend.db import lifecycle
 from backend.db.models import Artefact, Run, Variant
 from backend.db.session import UNREACHABLE_ERRORS, retry_while_unreachable, session_factory
-from backend.services import lifecycle
+from backend.db.study_purge import purge_if_released
+from backend.json_values import json_safe
 from backend.settings import Settings, get_settings
 from workers.celery_app import TASK_NAME
 
@@ -103,6 +105,9 @@ def execute(run_id: int, *, settings: Settings | None = None, worker_name: str |
         if claim.attempts >= settings.max_attempts:
             _fail(db, run_id, worker, text, settings)
             return Outcome(run_id, "failed", f"attempts exhausted: {exc}")
+        if _cancel_requested(db, run_id):  # cancelled (or its study deleted) meanwhile: no retry
+            db(lambda s: _end_cancelled(s, run_id, worker, settings), what=f"cancelling run {run_id}")
+            return Outcome(run_id, "cancelled", f"cancelled after an error: {exc}")
         db(lambda s: lifecycle.requeue_after_error(s, run_id, worker, text), what=f"requeueing run {run_id}")
         raise RetryableError(run_id, text) from exc
     finally:
@@ -119,7 +124,8 @@ def execute(run_id: int, *, settings: Settings | None = None, worker_name: str |
         _dispatch(session, run_id, settings)
         status = session.scalar(sa.select(Run.status).where(Run.id == run_id))
         session.commit()
-        return Outcome(run_id, status or "unknown", released=len(released))
+        # No row: its study was being deleted, and this run was the last one it waited for.
+        return Outcome(run_id, status or "purged with its study", released=len(released))
 
     return db(finish, what=f"storing the result of run {run_id}")
 
@@ -136,6 +142,11 @@ def _error_text(exc: BaseException, settings: Settings) -> str:
     ):
         return f"artefact directory {settings.artifact_root} (PRUNESCAPE_ARTIFACT_DIR): {exc.strerror}: '{path}'\n{text}"
     return text
+
+
+def _end_cancelled(session: Session, run_id: int, worker: str, settings: Settings) -> None:
+    lifecycle.finish_run(session, run_id, worker, status="cancelled")
+    _dispatch(session, run_id, settings)
 
 
 def _fail(db: Any, run_id: int, worker: str, error: str, settings: Settings) -> None:
@@ -311,32 +322,24 @@ def store_result(session: Session, inp: Any, worker: str, result: Any) -> list[i
         top1=result.top1,
         top5=result.top5,
         loss=result.loss,
-        result=_json_safe(result.result),
+        result=json_safe(result.result),
         model_path=result.model_path,
         checkpoint_path=result.checkpoint_path,
         epochs_done=result.epochs_done,
     )
 
 
-def _json_safe(value: Any) -> Any:
-    import math
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _dispatch(session: Session, run_id: int, settings: Settings) -> None:
-    """Send the runs this one released. Broker trouble leaves them `pending` for the reconciler."""
+    """After a run ended: purge its study if it was being deleted and this was the last run
+    running, else send the runs this one released (broker trouble leaves them `pending` for the
+    reconciler)."""
     study_id = session.scalar(sa.select(Run.study_id).where(Run.id == run_id))
     session.commit()
-    if study_id is None or not settings.broker_url:
+    if study_id is None or purge_if_released(session, study_id, settings.artifact_root):
         return
-    from backend.services.dispatch import dispatch_ready
+    if not settings.broker_url:
+        return
+    from workers.dispatch import dispatch_ready
 
     try:
         dispatch_ready(session, study_id, settings)

@@ -144,6 +144,11 @@ def _keys(log_values: np.ndarray) -> np.ndarray:
     return np.round(log_values, _KEY_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+def axis_key(log_value: float) -> float:
+    """The key a log10 axis value is matched on (6 decimals), for lookups outside this module."""
+    return round(float(log_value), _KEY_DECIMALS) + 0.0
+
+
 def _infer_step(keys: np.ndarray) -> tuple[float | None, bool]:
     if len(keys) < 2:
         return None, True

@@ -88,14 +88,6 @@ def level_key(level: float) -> str:
     return repr(float(level))
 
 
-def clean_float(value: Any) -> float | None:
-    """A float for JSON: NaN and infinities become ``None``."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def clean_list(values: Any) -> list[float | None]:
     """A 1-d array or sequence as a JSON list of floats (NaN -> None)."""
     arr = np.asarray(values, dtype=float)

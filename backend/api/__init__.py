@@ -12,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 
 from backend.db.session import get_engine
 from backend.services.errors import FieldError, ServiceError
+from backend.services.health import broker_health_cache
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.sessionmaker = sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+    app.state.broker_health = broker_health_cache(settings)
 
     @app.exception_handler(FieldError)
     async def _field_error(_request: Request, exc: FieldError) -> JSONResponse:

@@ -1,7 +1,6 @@
 """The schema as SQLAlchemy 2 typed ORM classes. Alembic (migrations/) creates it; never create_all.
 
-State lives here, not in the broker. Run status values (docs/contracts.md section 3):
-blocked | pending | queued | running | succeeded | failed | diverged | cancelled.
+State lives here, not in the broker. Run and study status words: `backend.run_states`.
 Grid indices: grid_i is the learning-rate index, grid_j the weight-decay index (backend/spec.py).
 """
 
@@ -12,13 +11,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-RUN_STATUSES = ("blocked", "pending", "queued", "running", "succeeded", "failed", "diverged", "cancelled")
-ACTIVE_STATUSES = ("blocked", "pending", "queued", "running")
-FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
-RUN_KINDS = ("train", "prune", "quantise", "measure")
-STUDY_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
-STUDY_KINDS = ("native", "imported")
 
 
 def utcnow() -> datetime:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from backend.db.models import Run
 from backend.db.session import session_scope
-from backend.services.studies import escape_cell
+from backend.services.results_files import escape_cell
 
 API = "/api/v1"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
@@ -53,7 +55,11 @@ def test_database_down_is_503_with_retry_after(tmp_path, fake_dispatch):
         assert client.get("/api/v1/health").json()["database"]["ok"] is False
 
 
-def test_health_reports_broker_and_workers(client, fake_dispatch):
+def test_health_reports_broker_and_workers(settings, fake_dispatch):
+    from backend.api import create_app
+
+    settings.broker_probe_max_age_s = 0.3  # the broker part is one cached probe, fresh for 0.3 s here
+    client = TestClient(create_app(settings))
     body = client.get("/api/v1/health").json()
     assert body["artefacts"]["ok"] is True and body["artefacts"]["free_bytes"] > 0
     assert {k: v for k, v in body.items() if k != "artefacts"} == {
@@ -63,6 +69,8 @@ def test_health_reports_broker_and_workers(client, fake_dispatch):
         "workers": ["celery@test"],
     }
     fake_dispatch.health = {"ok": False, "error": "connection refused"}
+    assert client.get("/api/v1/health").json()["status"] == "ok"  # the cached probe, still fresh
+    time.sleep(0.4)
     body = client.get("/api/v1/health").json()
     assert body["status"] == "degraded" and body["workers"] == []
 

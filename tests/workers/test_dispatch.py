@@ -11,14 +11,15 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.orm import sessionmaker
 
+from backend.db import lifecycle
 from backend.db.models import Run, utcnow
 from backend.db.session import get_engine
-from backend.services import lifecycle
-from backend.services.dispatch import broker_health, dispatch_ready, reconcile
-from backend.services.studies import create_study
+from backend.services.study_creation import create_study
 from backend.settings import Settings
 from backend.spec import parse_spec
 from tests.workers.conftest import TINY_SPEC
+from workers.broker_health import probe_broker as broker_health
+from workers.dispatch import dispatch_ready, reconcile
 
 
 def test_dispatch_and_reconcile(sqlite_db, redis_url, monkeypatch):

@@ -9,7 +9,7 @@ from sqlalchemy.orm import sessionmaker
 
 from backend.db.models import Artefact, EpochMetric, Run, Study, Variant
 from backend.db.session import get_engine
-from backend.services.studies import create_study
+from backend.services.study_creation import create_study
 from backend.spec import parse_spec
 from workers.tasks import execute
 

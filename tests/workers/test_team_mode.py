@@ -60,6 +60,6 @@ def test_importing_the_celery_app_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, workers.celery_app, backend.services.dispatch; print('torch' in sys.modules)"
+    code = "import sys, workers.celery_app, workers.dispatch; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

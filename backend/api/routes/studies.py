@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from backend.api.deps import SessionDep, SettingsDep, StudyId, WriterDep
 from backend.api.responses import NOT_MODIFIED, cached_json_response
@@ -15,6 +15,7 @@ from backend.api.schemas import (
     WRITE_ERRORS,
     CancelOut,
     Compare,
+    DeleteOut,
     ErrorOut,
     ExtendIn,
     ExtendOut,
@@ -25,8 +26,17 @@ from backend.api.schemas import (
     StudyOut,
     VariantList,
 )
-from backend.db.models import RUN_KINDS, RUN_STATUSES, STUDY_STATUSES
-from backend.services import studies as svc
+from backend.run_states import RUN_KINDS, RUN_STATUSES, STUDY_STATUSES
+from backend.services import (
+    analysis_views,
+    queries,
+    results_files,
+    run_views,
+    study_actions,
+    study_creation,
+    study_extension,
+    study_views,
+)
 from backend.services.errors import FieldError
 from backend.spec import StudySpec
 
@@ -36,20 +46,20 @@ Metric = Literal["top1", "top5"]
 StudyStatus = Literal[STUDY_STATUSES]  # type: ignore[valid-type]
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 RunKind = Literal[RUN_KINDS]  # type: ignore[valid-type]
-Sort = Literal[tuple(svc.SORTS)]  # type: ignore[valid-type]
+Sort = Literal[tuple(study_views.SORTS)]  # type: ignore[valid-type]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut, responses=WRITE_ERRORS)
 def create_study(spec: StudySpec, session: SessionDep, settings: SettingsDep, writer: WriterDep) -> Any:
-    study = svc.create_study(session, spec, settings, created_by=writer)
-    return svc.study_view(session, study, detail=True)
+    study = study_creation.create_study(session, spec, settings, created_by=writer)
+    return study_views.study_view(session, study, detail=True)
 
 
 @router.post("/plan", response_model=PlanOut)
 def plan_study(spec: StudySpec, settings: SettingsDep) -> Any:
     """A dry run of POST /studies: the same validation and limits, the runs it would plan; nothing
     is stored, so it is open like the reads when auth is on."""
-    return svc.plan_preview(spec, settings)
+    return study_creation.plan_preview(spec, settings)
 
 
 @router.get("", response_model=StudyList)
@@ -60,7 +70,7 @@ def list_studies(
     status: StudyStatus | None = None,
     sort: Sort = "-created_at",
 ) -> Any:
-    result = svc.list_studies(session, limit=limit, offset=offset, status=status, sort=sort)
+    result = study_views.list_studies(session, limit=limit, offset=offset, status=status, sort=sort)
     session.commit()  # statuses refreshed on read
     return result
 
@@ -110,7 +120,7 @@ async def import_study(
     base = form.get("base") or "base"
     if not isinstance(name, str | None) or not isinstance(base, str):
         raise FieldError(["body", "name"], "name and base are text fields")
-    study = svc.import_csv(
+    study = results_files.import_csv(
         session,
         data,
         name=name,
@@ -119,7 +129,7 @@ async def import_study(
         created_by=writer,
         max_runs=settings.max_runs_per_study,
     )
-    return svc.study_view(session, study, detail=True)
+    return study_views.study_view(session, study, detail=True)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -140,14 +150,14 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 @router.get("/{study_id}", response_model=StudyOut)
 def get_study(study_id: StudyId, session: SessionDep) -> Any:
-    body = svc.study_json(session, study_id)  # statuses refreshed (and committed) on read
+    body = study_views.study_json(session, study_id)  # statuses refreshed (and committed) on read
     session.close()  # give the connection back from this thread (see deps.get_db)
     return Response(body, media_type="application/json")
 
 
 @router.post("/{study_id}/cancel", response_model=CancelOut, responses=WRITE_ERRORS)
 def cancel_study(study_id: StudyId, session: SessionDep, _writer: WriterDep) -> Any:
-    return svc.cancel_study(session, study_id)
+    return study_actions.cancel_study(session, study_id)
 
 
 @router.post("/{study_id}/extend", response_model=ExtendOut, responses=WRITE_ERRORS)
@@ -159,15 +169,26 @@ def extend_study(
     body: Annotated[ExtendIn | None, Body()] = None,
 ) -> Any:
     body = body or ExtendIn()
-    return svc.extend_study(session, study_id, settings, **body.model_dump())
+    return study_extension.extend_study(session, study_id, settings, **body.model_dump())
 
 
-@router.delete("/{study_id}", status_code=status.HTTP_204_NO_CONTENT, responses=WRITE_ERRORS)
+@router.delete(
+    "/{study_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        **WRITE_ERRORS,
+        202: {"model": DeleteOut, "description": "runs were still running: the study is `deleting`"},
+    },
+)
 def delete_study(
     study_id: StudyId, session: SessionDep, settings: SettingsDep, _writer: WriterDep
 ) -> Response:
-    svc.delete_study(session, study_id, settings)
-    return Response(status_code=204)
+    """Cancels every run first. 204: deleted. 202: some runs were running; the study is marked
+    `deleting` and goes (rows and files) when they have stopped, at their next epoch."""
+    outcome = study_actions.delete_study(session, study_id, settings)
+    if outcome["deleted"]:
+        return Response(status_code=204)
+    return JSONResponse(DeleteOut(**outcome).model_dump(), status_code=202)
 
 
 @router.get("/{study_id}/runs", response_model=RunList)
@@ -180,7 +201,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
-    page = svc.runs_page_json(
+    page = run_views.runs_page_json(
         session, study_id, limit=limit, offset=offset, variant=variant, status=status, kind=kind
     )
     session.close()  # give the connection back from this thread (see deps.get_db)
@@ -193,7 +214,7 @@ def list_runs(
     responses={409: {"model": ErrorOut, "description": "the study has no finished runs yet"}, **NOT_MODIFIED},
 )
 def analysis(request: Request, study_id: StudyId, session: SessionDep, metric: Metric = "top1") -> Any:
-    body = svc.analysis_json(session, study_id, metric=metric)
+    body = analysis_views.analysis_json(session, study_id, metric=metric)
     session.close()  # give the connection back from this thread (see deps.get_db)
     return cached_json_response(request, body)
 
@@ -206,19 +227,19 @@ def landscape(
     variant: Annotated[str, Query(min_length=1, max_length=64)] = "base",
     metric: Metric = "top1",
 ) -> Any:
-    body = svc.landscape_json(session, study_id, variant, metric=metric)
+    body = analysis_views.landscape_json(session, study_id, variant, metric=metric)
     session.close()  # give the connection back from this thread (see deps.get_db)
     return cached_json_response(request, body)
 
 
 @router.get("/{study_id}/compare", response_model=Compare)
 def compare(study_id: StudyId, session: SessionDep) -> Any:
-    return svc.compare(session, study_id)
+    return analysis_views.compare(session, study_id)
 
 
 @router.get("/{study_id}/variants", response_model=VariantList)
 def variants(study_id: StudyId, session: SessionDep) -> Any:
-    return svc.variants_view(session, study_id)
+    return analysis_views.variants_view(session, study_id)
 
 
 @router.get(
@@ -227,12 +248,12 @@ def variants(study_id: StudyId, session: SessionDep) -> Any:
     response_model=None,
 )
 def export(study_id: StudyId, session: SessionDep, format: Literal["csv", "json"] = "csv") -> Any:  # noqa: A002
-    rows = svc.export_rows(session, study_id)
+    rows = results_files.export_rows(session, study_id)
     if format == "json":
-        study = svc.get_study(session, study_id)
+        study = queries.get_study(session, study_id)
         return {"study": {"id": study.id, "name": study.name, "kind": study.kind}, "rows": rows}
     return PlainTextResponse(
-        svc.rows_to_csv(rows),
+        results_files.rows_to_csv(rows),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="study-{study_id}.csv"'},
     )
