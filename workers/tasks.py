@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from celery import shared_task
 from sqlalchemy.orm import Session
 
+from backend.artefact_layout import rewind_rel
 from backend.db import lifecycle
 from backend.db.models import Artefact, Run, Variant
 from backend.db.session import UNREACHABLE_ERRORS, retry_while_unreachable, session_factory
@@ -251,15 +252,19 @@ def load_input(session: Session, run_id: int, settings: Settings) -> Any:
     elif run.kind in ("prune", "quantise") and dependency is not None:
         inp.source_model, inp.source_status = dependency.model_path, dependency.status
     elif run.kind == "measure":
-        if variant.kind == "base":
+        if variant.kind in ("structured", "unstructured"):
+            inp.source_model = variant.model_path
+        elif dependency is not None and dependency.status == "succeeded":
+            if variant.kind == "base":
+                inp.source_model = dependency.model_path  # the base model trained at the prior
+            else:  # the quantise run at the prior: its ONNX model, and the fp32 model it came from
+                inp.quantised_model = dependency.model_path
+                source_run = session.get(Run, dependency.depends_on_id) if dependency.depends_on_id else None
+                inp.source_model = source_run.model_path if source_run is not None else None
+        elif variant.kind == "base" and dependency is None:  # planned before measure waited on the prior
             prior = _base_prior_run(session, run.study_id, variant.id)
             if prior is not None and prior.status == "succeeded" and prior.model_path:
                 inp.source_model = prior.model_path
-        elif variant.kind in ("structured", "unstructured"):
-            inp.source_model = variant.model_path
-        else:
-            source = session.get(Variant, variant.source_variant_id) if variant.source_variant_id else None
-            inp.source_model = source.model_path if source is not None else None
     session.commit()
     return inp
 
@@ -278,12 +283,10 @@ def _base_prior_run(session: Session, study_id: int, base_variant_id: int) -> Ru
 
 
 def _rewind_weights(session: Session, run: Run, variant: Variant, prune_run: Run | None) -> str | None:
-    from workers import jobs
-
     if prune_run is None or prune_run.depends_on_id is None:
         return None
     epoch = (variant.spec or {}).get("rewind_epoch")
-    return jobs.rewind_rel(run.study_id, prune_run.depends_on_id, int(epoch)) if epoch is not None else None
+    return rewind_rel(run.study_id, prune_run.depends_on_id, int(epoch)) if epoch is not None else None
 
 
 def store_result(session: Session, inp: Any, worker: str, result: Any) -> list[int] | None:

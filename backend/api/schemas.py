@@ -237,7 +237,9 @@ class CompareRow(BaseModel):
     best_top1: float | None = Field(
         description="the analysis' best: the highest seed-mean top-1 over the grid (ties: smallest lr, then wd)"
     )
-    best_top1_std: float | None = Field(description="sample std over the seeds at that point (null: one seed)")
+    best_top1_std: float | None = Field(
+        description="sample std over the seeds at that point (null: one seed)"
+    )
     best_top1_n: int | None = Field(description="seeds at that point")
     best_top5: float | None = Field(description="the analysis' best seed-mean top-5 (its own argmax)")
     best_lr: float | None = Field(description="learning rate of the best top-1 point")

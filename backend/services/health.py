@@ -35,7 +35,7 @@ def broker_health_cache(settings: Settings) -> BrokerHealth:
 
 
 def overall(database: dict[str, Any], broker: dict[str, Any], artefacts: dict[str, Any]) -> str:
-    """"ok" when runs can be stored, sent, picked up and written; else "degraded"."""
+    """ "ok" when runs can be stored, sent, picked up and written; else "degraded"."""
     ok = database["ok"] and bool(broker.get("ok")) and bool(broker.get("workers")) and artefacts["ok"]
     return "ok" if ok else "degraded"
 

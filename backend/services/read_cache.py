@@ -71,9 +71,7 @@ class JsonBody:
 def _version_query() -> sa.Select:
     study_id = sa.bindparam("study_id")
     active = (
-        sa.select(sa.func.count())
-        .where(Run.study_id == study_id, Run.status.in_(ACTIVE))
-        .scalar_subquery()
+        sa.select(sa.func.count()).where(Run.study_id == study_id, Run.status.in_(ACTIVE)).scalar_subquery()
     )
     last_finished = sa.select(sa.func.max(Run.finished_at)).where(Run.study_id == study_id).scalar_subquery()
     last_run = sa.select(sa.func.max(Run.id)).where(Run.study_id == study_id).scalar_subquery()

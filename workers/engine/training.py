@@ -63,20 +63,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from workers.engine.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from workers.engine.data import Data
 from workers.engine.errors import EngineError
 from workers.engine.models import init_kaiming
 from workers.engine.train_step import TrainStep
-
-if TYPE_CHECKING:
-    from workers.engine.train_step import TrainStep
-from workers.engine.data import Data
 
 CHECKPOINT_FORMAT = 1
 INITS = ("kaiming",)
@@ -89,6 +86,11 @@ class TrainingError(EngineError):
 
 class RecipeError(TrainingError):
     """A recipe field with an unknown name, a wrong type or a value out of range."""
+
+
+class ForeignCheckpointError(CheckpointError):
+    """The checkpoint at the run's path was written by another run (its identity differs): it must
+    not be resumed. The caller removes it and trains from scratch."""
 
 
 _INT_FIELDS = ("epochs", "batch_size", "seed", "eval_batch_size")
@@ -395,9 +397,12 @@ def train(
     reinit: bool = True,
     snapshot_epoch: int | None = None,
     snapshot_path: str | os.PathLike[str] | None = None,
+    checkpoint_identity: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model` in place by `recipe`; see the module docstring. `reinit=False` keeps the given
-    weights (finetune). `snapshot_epoch` t saves the weights after epoch t (0 = initial) to
+    weights (finetune). `checkpoint_identity` (JSON-like: which run, which data) is written into
+    every checkpoint, and a checkpoint holding another identity is refused with
+    ForeignCheckpointError instead of being resumed. `snapshot_epoch` t saves the weights after epoch t (0 = initial) to
     `snapshot_path` for rewind retraining. `on_epoch` runs after each epoch's checkpoint is written;
     `should_stop()` is asked after each epoch but the last and, when true, ends the run as
     `cancelled` with the checkpoint kept. `on_epoch` is not replayed for epochs done before a resume."""
@@ -423,7 +428,7 @@ def train(
     history: list[EpochMetrics] = []
     state = "running"
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        history, state = _resume(checkpoint_path, recipe, stateful)
+        history, state = _resume(checkpoint_path, recipe, stateful, checkpoint_identity)
         if snapshot_epoch is not None and snapshot_epoch <= len(history) and not Path(snapshot_path).exists():
             raise TrainingError(
                 f"resuming after epoch {len(history)} but the snapshot of epoch {snapshot_epoch} is missing "
@@ -465,7 +470,9 @@ def train(
                 if not math.isfinite(train_loss):
                     state = "diverged"  # a real outcome of this grid point: keep its metrics, stop training
                 if checkpoint_path is not None:
-                    _save(checkpoint_path, recipe, stateful, history, state, optimizer_impl)
+                    _save(
+                        checkpoint_path, recipe, stateful, history, state, optimizer_impl, checkpoint_identity
+                    )
                 if snapshot_epoch == epoch:
                     save_atomic(model.state_dict(), snapshot_path)
                 if on_epoch is not None:
@@ -512,11 +519,18 @@ class _Stateful:
 
 
 def _save(
-    path, recipe: Recipe, run: _Stateful, history: list[EpochMetrics], state: str, optimizer_impl: str
+    path,
+    recipe: Recipe,
+    run: _Stateful,
+    history: list[EpochMetrics],
+    state: str,
+    optimizer_impl: str,
+    identity: Mapping[str, Any] | None,
 ) -> None:
     save_atomic(
         {
             "format": CHECKPOINT_FORMAT,
+            "identity": None if identity is None else dict(identity),
             "recipe": recipe.to_dict(),
             "epoch": len(history),
             "state": state,  # "running" | "diverged": a diverged run resumes straight to its result
@@ -534,11 +548,17 @@ def _save(
     )
 
 
-def _resume(path, recipe: Recipe, run: _Stateful) -> tuple[list[EpochMetrics], str]:
+def _resume(
+    path, recipe: Recipe, run: _Stateful, identity: Mapping[str, Any] | None
+) -> tuple[list[EpochMetrics], str]:
     ckpt = load_checkpoint(path)
     where = f"checkpoint {os.fspath(path)!r}"
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{where} has format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    if identity is not None and ckpt.get("identity") != dict(identity):
+        raise ForeignCheckpointError(
+            f"{where} belongs to {ckpt.get('identity')!r}, not to {dict(identity)!r}; not resumed"
+        )
     saved, ours = ckpt["recipe"], recipe.to_dict()
     differing = sorted(
         k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k) and k not in _RESUME_NEUTRAL
