@@ -18,9 +18,9 @@ percentile of the resampled deltas. What is resampled (``resampling`` in the rec
   (each centre the mean of that resample's ROI points, which always holds its best point). The
   ROI itself is uncertain, and this interval shows it: points join and leave the ROIs.
 
-p-value. The same in both modes, with the same draws (the ROI-point bootstrap is drawn from the
-stream in both modes so that the permutations that follow are identical): it asks whether the
-observed ROIs could be one region split at random, the CI asks how far the centres move under
+p-value. The same in both modes, with the same draws (the ROI-point bootstrap's indices are drawn
+from the stream in both modes, so the permutations that follow are identical): it asks whether
+the observed ROIs could be one region split at random, the CI asks how far the centres move under
 the noise the resampling models. The verdict needs both: significant by the p-value, an axis named
 only where the interval excludes 0.
 
@@ -136,16 +136,18 @@ def shift_test(
     # Points as complex numbers x + iy: one 1-d gather per resample matrix, not a slow 3-d one.
     zv = pv[:, 0] + 1j * pv[:, 1]
     zb = pb[:, 0] + 1j * pb[:, 1]
-    pick_v = rng.integers(0, nv, size=(n_boot, nv), dtype=np.int32)
-    pick_b = rng.integers(0, nb, size=(n_boot, nb), dtype=np.int32)
     tail = 100.0 * (1.0 - CI_LEVEL) / 2.0
     if seed_deltas is None:
-        boot = zv[pick_v].mean(axis=1) - zb[pick_b].mean(axis=1)
+        boot_v = zv[rng.integers(0, nv, size=(n_boot, nv), dtype=np.int32)].mean(axis=1)
+        boot_b = zb[rng.integers(0, nb, size=(n_boot, nb), dtype=np.int32)].mean(axis=1)
+        boot = boot_v - boot_b
         deltas = np.column_stack([boot.real, boot.imag])
         resampling = RESAMPLING_POINTS
     else:
-        # The point bootstrap's indices were still drawn: the permutations below use the same
-        # draws as with one seed, so the p-value does not depend on the resampling.
+        # The point bootstrap's indices are drawn and dropped: the permutations below use the
+        # same draws as with one seed, so the p-value does not depend on the resampling.
+        rng.integers(0, nv, size=(n_boot, nv), dtype=np.int32)
+        rng.integers(0, nb, size=(n_boot, nb), dtype=np.int32)
         deltas = np.asarray(seed_deltas, dtype=float).reshape(-1, 2)
         if len(deltas) < 1:
             raise ValueError("seed_deltas: give at least one resampled delta")
