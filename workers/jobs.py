@@ -103,13 +103,17 @@ _data_cache: dict[str, Any] = {}
 
 def get_data(dataset: dict[str, Any]) -> Any:
     """The engine's Data for a spec's dataset; the last one is kept (a worker runs many runs of
-    one study in a row)."""
+    one study in a row). The path is confined to this worker's data roots again (the study may
+    have been stored before they changed) and the decoded size capped, both from the settings."""
+    from backend.settings import get_settings
     from workers.engine.data import DatasetSpec, load_dataset
 
-    key = json.dumps(dataset, sort_keys=True)
+    settings = get_settings()
+    roots, max_bytes = settings.dataset_roots, settings.max_dataset_bytes
+    key = json.dumps([dataset, [str(r) for r in roots], max_bytes], sort_keys=True)
     if key not in _data_cache:
         _data_cache.clear()
-        _data_cache[key] = load_dataset(DatasetSpec.from_dict(dataset))
+        _data_cache[key] = load_dataset(DatasetSpec.from_dict(dataset), roots=roots, max_bytes=max_bytes)
     return _data_cache[key]
 
 

@@ -31,6 +31,7 @@ from backend.db.models import (
     Variant,
     utcnow,
 )
+from backend.services.dataset_paths import check_dataset_allowed
 from backend.services.errors import Conflict, FieldError, NotFound
 from backend.services.planner import (
     Plan,
@@ -433,6 +434,7 @@ def create_study(
 ) -> Study:
     """Validate limits, store study + variants + planned runs in one transaction, then dispatch."""
     _check_limits(spec, settings)
+    check_dataset_allowed(spec, settings)
     plan = plan_study(spec)
     study = Study(
         name=spec.name,
@@ -461,6 +463,7 @@ def create_study(
 def plan_preview(spec: StudySpec, settings: Settings) -> dict[str, Any]:
     """What `create_study` would plan for `spec`, checked against the same limits; stores nothing."""
     _check_limits(spec, settings)
+    check_dataset_allowed(spec, settings)
     return asdict(summarise_plan(spec))
 
 

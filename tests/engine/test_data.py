@@ -491,7 +491,9 @@ def test_fashionmnist_loads_up_to_the_cap_exactly(tmp_path, gz):
 def test_synthetic_size_is_capped_before_anything_is_allocated():
     with pytest.raises(DataError, match=r"synthetic_shape must be <= 4096, got \[3, 100000, 100000\]"):
         load_dataset(DatasetSpec("synthetic", synthetic_shape=(3, 100000, 100000)))
-    with pytest.raises(DataError, match=r"synthetic: 512 x 3 x 4096 x 4096 = 25769803776 bytes, above the cap"):
+    with pytest.raises(
+        DataError, match=r"synthetic: 512 x 3 x 4096 x 4096 = 25769803776 bytes, above the cap"
+    ):
         load_dataset(DatasetSpec("synthetic", synthetic_shape=(3, 4096, 4096)))
     small = DatasetSpec("synthetic", synthetic_shape=(1, 4, 4), synthetic_size=10)
     assert load_dataset(small, max_bytes=160).n_train == 8
