@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.engine import catalog
 from workers.engine.errors import DataError
@@ -75,19 +75,25 @@ class DatasetSpec(_Strict):
     def _positive_shape(cls, shape: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
         if shape is not None and any(d < 1 for d in shape):
             raise ValueError("every dimension of synthetic_shape must be >= 1")
+        if shape is not None and any(d > catalog.SYNTHETIC_MAX_SIDE for d in shape):
+            raise ValueError(f"every dimension of synthetic_shape must be <= {catalog.SYNTHETIC_MAX_SIDE}")
         return shape
 
     @model_validator(mode="after")
-    def _path_exists(self, info: ValidationInfo) -> DatasetSpec:
-        check = True if info.context is None else info.context.get("check_paths", True)
+    def _format(self) -> DatasetSpec:
+        # Format only: whether the files exist, and lie inside the allowed data roots, depends on
+        # the server's settings (backend/services/dataset_paths.py; the worker checks again), and a
+        # stored spec must still parse after those change.
         info_ds = catalog.DATASETS[self.name]
         if info_ds.needs_path and not self.path:
             raise ValueError(f"dataset.path is required for {self.name}; expected {info_ds.layout}")
-        if check and info_ds.needs_path:
-            try:
-                catalog.check_dataset_path(self.name, self.path)
+        if self.name == "synthetic":
+            try:  # the default cap here; the API checks the operator's setting too
+                catalog.check_synthetic_size(
+                    self.synthetic_shape, self.synthetic_size, catalog.MAX_DATASET_BYTES
+                )
             except DataError as exc:
-                raise ValueError(f"dataset.path: {exc}") from exc
+                raise ValueError(str(exc)) from None
         return self
 
 
@@ -355,5 +361,10 @@ def check_limits(spec: StudySpec, *, max_grid_size: int, max_runs_per_study: int
 
 
 def parse_spec(data: Any, *, check_paths: bool = True) -> StudySpec:
-    """Validate a spec dict (e.g. the one stored with a study); raises pydantic.ValidationError."""
-    return StudySpec.model_validate(data, context={"check_paths": check_paths})
+    """Validate a spec dict (e.g. the one stored with a study); raises pydantic.ValidationError.
+
+    The model checks format only; `check_paths` is accepted for existing callers and has no effect:
+    dataset files are checked against the settings by `backend.services.dataset_paths`.
+    """
+    del check_paths
+    return StudySpec.model_validate(data)

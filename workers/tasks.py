@@ -238,6 +238,8 @@ def load_input(session: Session, run_id: int, settings: Settings) -> Any:
         variant_spec=dict(variant.spec or {}),
         spec=dict(study.spec),
         artifact_root=settings.artifact_root,
+        data_roots=tuple(settings.dataset_roots),
+        max_dataset_bytes=settings.max_dataset_bytes,
         lr=run.lr,
         wd=run.wd,
         seed=run.seed,

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import Run, Study, Variant
 from backend.run_states import status_after_dependency
+from backend.services.dataset_paths import check_dataset_allowed
 from backend.services.errors import FieldError
 from backend.services.planner import Plan, RunKey, plan_study, summarise_plan
 from backend.services.sending import send_ready_runs
@@ -23,6 +24,7 @@ def create_study(
 ) -> Study:
     """Validate limits, store study + variants + planned runs in one transaction, then dispatch."""
     check_spec_limits(spec, settings)
+    check_dataset_allowed(spec, settings)
     plan = plan_study(spec)
     study = Study(
         name=spec.name,
@@ -51,6 +53,7 @@ def create_study(
 def plan_preview(spec: StudySpec, settings: Settings) -> dict[str, Any]:
     """What `create_study` would plan for `spec`, checked against the same limits; stores nothing."""
     check_spec_limits(spec, settings)
+    check_dataset_allowed(spec, settings)
     return asdict(summarise_plan(spec))
 
 

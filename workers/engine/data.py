@@ -19,17 +19,25 @@ Augmentation per set (only when `augment=True`):
 Validation split: cifar10 and fashionmnist use their official test files; digits and synthetic
 use a seeded stratified `val_fraction` split. Normalisation uses the training split's per-channel
 mean and std (imagefolder: the ImageNet constants, as torchvision's recipes).
+
+Files named by a user are hostile until read: `load_dataset` confines the path to the data roots
+it is given, caps the decoded bytes (`max_bytes`) before allocating them, and reads CIFAR pickles
+with an unpickler that can build nothing but the dicts, lists, bytes and uint8 arrays the format
+holds (no pickle can run code here).
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
 import pickle
 import struct
+import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +47,18 @@ from torch import Tensor
 
 from workers.engine.catalog import (
     CIFAR10_FILES,
+    CIFAR_BATCH_MAX_BYTES,
     DATASETS,
     FASHIONMNIST_FILES,
+    MAX_BYTES_SETTING,
+    MAX_DATASET_BYTES,
+    SYNTHETIC_DEFAULT_SHAPE,
+    SYNTHETIC_DEFAULT_SIZE,
     check_dataset_path,
+    check_synthetic_size,
     cifar10_dir,
     fashionmnist_file,
+    resolve_dataset_path,
 )
 from workers.engine.errors import DataError
 
@@ -62,9 +77,9 @@ class DatasetSpec:
     path: str | None = None
     seed: int = 0
     val_fraction: float = 0.2
-    synthetic_shape: tuple[int, int, int] = (3, 32, 32)
+    synthetic_shape: tuple[int, int, int] = SYNTHETIC_DEFAULT_SHAPE
     synthetic_classes: int = 10
-    synthetic_size: int = 512
+    synthetic_size: int = SYNTHETIC_DEFAULT_SIZE
     image_size: int = 224  # imagefolder only: side of the square crop fed to the model
 
     @classmethod
@@ -93,8 +108,8 @@ def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-def check_dataset(spec: DatasetSpec) -> None:
-    """Cheap check before any run is planned: names and files only, nothing parsed."""
+def check_dataset(spec: DatasetSpec, *, max_bytes: int = MAX_DATASET_BYTES) -> None:
+    """Cheap check before any run is planned: names, sizes and files only, nothing parsed."""
     if spec.name not in DATASETS:
         raise DataError(f"dataset.name: unknown data set {spec.name!r}; known: {', '.join(DATASETS)}")
     if not 0.0 < spec.val_fraction < 1.0:
@@ -107,6 +122,7 @@ def check_dataset(spec: DatasetSpec) -> None:
             raise DataError(f"dataset.synthetic_classes must be >= 2, got {spec.synthetic_classes}")
         if spec.synthetic_size < 2:
             raise DataError(f"dataset.synthetic_size must be >= 2, got {spec.synthetic_size}")
+        check_synthetic_size(shape, spec.synthetic_size, max_bytes)
     if spec.name == "imagefolder" and spec.image_size < 16:
         raise DataError(f"dataset.image_size must be >= 16, got {spec.image_size}")
     check_dataset_path(spec.name, spec.path)
@@ -325,13 +341,142 @@ def _digits(spec: DatasetSpec) -> TensorData:
     )
 
 
+class _Refused(Exception):
+    """Something a CIFAR-10 batch never holds; the message says what (it follows the file's name)."""
+
+
+class _NdarrayName:
+    """What the pickle's `numpy.ndarray` names: only an argument of the reconstructor, never called."""
+
+
+_NDARRAY = _NdarrayName()
+# The plain numeric dtypes an array may declare (numpy's pickled type strings); no objects, no records.
+_PLAIN_DTYPES = frozenset({"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"})
+
+
+def _text(value: object) -> object:
+    """A Python 2 pickle's `str` arrives as bytes under encoding="bytes"; compare it as text."""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+class _PickledDtype:
+    """Stands in for `numpy.dtype(...)` + its `__setstate__`: records a plain type, builds nothing."""
+
+    def __init__(self, typestr: object, align: object = False, copy: object = False) -> None:
+        self.typestr = _text(typestr)
+        if self.typestr not in _PLAIN_DTYPES:
+            raise _Refused(
+                f"holds a numpy array of dtype {str(self.typestr)[:40]!r}, which a CIFAR-10 batch never holds; "
+                "refused"
+            )
+        self.byteorder = "|"
+
+    def __setstate__(self, state: object) -> None:
+        # numpy writes (version, byteorder, subarray, names, fields, elsize, alignment, flags)
+        if not isinstance(state, tuple) or len(state) < 5 or state[2:5] != (None, None, None):
+            raise _Refused("holds a structured numpy dtype, which a CIFAR-10 batch never holds; refused")
+        byteorder = _text(state[1])
+        if byteorder not in ("<", ">", "|", "="):
+            raise _Refused(f"holds a numpy dtype of byte order {str(byteorder)[:8]!r}; refused")
+        self.byteorder = byteorder
+
+    def dtype(self) -> np.dtype:
+        return np.dtype(("" if self.byteorder in "|=" else self.byteorder) + self.typestr)
+
+
+class _PickledArray:
+    """Stands in for an ndarray while unpickling: its state is checked and copied out afterwards."""
+
+    def __init__(self, state: object = None) -> None:
+        self.state = state
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+
+def _reconstruct(subtype: object, shape: object, typecode: object) -> _PickledArray:
+    if subtype is not _NDARRAY:
+        raise _Refused("reconstructs an array of a type other than numpy.ndarray; refused")
+    return _PickledArray()
+
+
+def _frombuffer(buffer: object, dtype: object, shape: object, order: object) -> _PickledArray:
+    # pickle protocol 5 writes arrays as numpy's _frombuffer(bytes, dtype, shape, order)
+    return _PickledArray((1, shape, dtype, _text(order) == "F", buffer))
+
+
+def _latin1(text: object, encoding: object) -> bytes:
+    # protocols 0-2 written by Python 3 store bytes as _codecs.encode(str, "latin1")
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused("calls _codecs.encode on something other than latin-1 text; refused")
+    return text.encode("latin-1")
+
+
+# Every global a CIFAR-10 batch refers to, under numpy 1.x and 2.x names, mapped to the stand-ins
+# above: unpickling such a batch runs none of numpy's code on the file's values.
+_CIFAR_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _PickledDtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only the globals of `_CIFAR_GLOBALS`; anything else is refused before it is called."""
+
+    def find_class(self, module: str, name: str) -> object:
+        found = _CIFAR_GLOBALS.get((module, name))
+        if found is None:
+            raise _Refused(
+                f"refers to {module[:80]}.{name[:80]}, which a CIFAR-10 batch never holds; refused"
+            )
+        return found
+
+
+def _unpickled_array(value: object) -> np.ndarray:
+    """The ndarray a `_PickledArray` describes, checked against its bytes and copied out of them."""
+    if not isinstance(value, _PickledArray) or not isinstance(value.state, tuple):
+        raise _Refused("is not a numpy array")
+    # numpy also accepts the unversioned 4-tuple (shape, dtype, is_fortran, rawdata)
+    state = value.state if len(value.state) == 5 else (1, *value.state)
+    if len(state) != 5:
+        raise _Refused("is a numpy array with a malformed state")
+    _, shape, dtype, fortran, raw = state
+    if not isinstance(dtype, _PickledDtype) or not isinstance(raw, bytes | bytearray):
+        raise _Refused("is a numpy array with a malformed state")
+    if not isinstance(shape, tuple) or len(shape) > 8 or any(type(d) is not int or d < 0 for d in shape):
+        raise _Refused(f"is a numpy array of shape {str(shape)[:80]}")
+    dt = dtype.dtype()
+    if len(raw) != math.prod(shape) * dt.itemsize:
+        raise _Refused(f"is a numpy array of shape {shape} whose data holds {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=dt).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _confined(path: Path, roots: Sequence[str | os.PathLike[str]] | None) -> Path:
+    """`path` itself resolved inside the roots (a file symlinked out of its directory is refused)."""
+    return path if roots is None else resolve_dataset_path(path, roots)
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     expected = DATASETS["cifar10"].layout
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
+            # _cifar10 checked the size; reading one byte more catches a file that grew since.
+            raw = f.read(CIFAR_BATCH_MAX_BYTES + 1)
     except FileNotFoundError:
         raise DataError(f"cifar10: {path} is missing; expected {expected}") from None
+    except OSError as exc:
+        raise DataError(f"cifar10: {path} cannot be read ({exc.strerror}); expected {expected}") from None
+    if len(raw) > CIFAR_BATCH_MAX_BYTES:
+        raise DataError(f"cifar10: {path} grew above {CIFAR_BATCH_MAX_BYTES} bytes while it was read")
+    try:
+        entry = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _Refused as exc:
+        raise DataError(f"cifar10: {path} {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a malformed file
         raise DataError(f"cifar10: {path} is not a CIFAR-10 pickle ({exc}); expected {expected}") from exc
     if not isinstance(entry, dict):
@@ -340,25 +485,53 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     labels = entry.get(b"labels", entry.get("labels"))
     if images is None or labels is None:
         raise DataError(f"cifar10: {path} has no b'data' / b'labels' entries; expected {expected}")
-    images = np.asarray(images)
-    labels = np.asarray(labels, dtype=np.int64)
+    try:
+        images = _unpickled_array(images)
+    except _Refused as exc:
+        raise DataError(f"cifar10: {path} b'data' {exc}; expected {expected}") from None
     if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072:
         raise DataError(
             f"cifar10: {path} b'data' is {images.dtype} {images.shape}, expected uint8 N x 3072; "
             f"expected {expected}"
         )
-    if labels.shape != (images.shape[0],) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
+    # A list of plain ints 0..9, checked one by one before numpy sees it (a list of lists would
+    # otherwise become an array as big as the references in it allow).
+    if (
+        not isinstance(labels, list)
+        or len(labels) != images.shape[0]
+        or not all(type(v) is int and 0 <= v <= 9 for v in labels)
+    ):
         raise DataError(
             f"cifar10: {path} b'labels' must be {images.shape[0]} integers in 0..9; expected {expected}"
         )
-    return images.reshape(-1, 3, 32, 32), labels
+    return images.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
-def _cifar10(spec: DatasetSpec) -> TensorData:
+def _cifar10(spec: DatasetSpec, roots: Sequence[str | os.PathLike[str]] | None, max_bytes: int) -> TensorData:
     check_dataset_path("cifar10", spec.path)
+    expected = DATASETS["cifar10"].layout
     folder = cifar10_dir(Path(spec.path))  # type: ignore[arg-type]
-    train = [_read_cifar_batch(folder / name) for name in CIFAR10_FILES[:-1]]
-    val_x, val_y = _read_cifar_batch(folder / CIFAR10_FILES[-1])
+    paths = [_confined(folder / name, roots) for name in CIFAR10_FILES]
+    # Sizes before any byte is read: the decoded arrays are about as big as the files.
+    total = 0
+    for path in paths:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise DataError(f"cifar10: {path} cannot be read ({exc.strerror}); expected {expected}") from None
+        if size > CIFAR_BATCH_MAX_BYTES:
+            raise DataError(
+                f"cifar10: {path} is {size} bytes, above the {CIFAR_BATCH_MAX_BYTES} bytes a CIFAR-10 batch "
+                f"can be; expected {expected}"
+            )
+        total += size
+    if total > max_bytes:
+        raise DataError(
+            f"cifar10: the files at {folder} hold {total} bytes, above the cap of {max_bytes} bytes a run "
+            f"may load ({MAX_BYTES_SETTING})"
+        )
+    train = [_read_cifar_batch(path) for path in paths[:-1]]
+    val_x, val_y = _read_cifar_batch(paths[-1])
     return TensorData(
         "cifar10",
         torch.from_numpy(np.concatenate([x for x, _ in train])),
@@ -371,47 +544,101 @@ def _cifar10(spec: DatasetSpec) -> TensorData:
     )
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (raw or .gz) of unsigned bytes: magic 2049 (labels, 1-d) or 2051 (images, 3-d)."""
+_IDX_NDIM = {2049: 1, 2051: 3}  # magic number -> dimensions (labels, images)
+_READ_CHUNK = 2**20
+
+
+def read_idx(path: Path, *, max_bytes: int = MAX_DATASET_BYTES, already: int = 0) -> np.ndarray:
+    """An IDX file (raw or .gz) of unsigned bytes: magic 2049 (labels, 1-d) or 2051 (images, 3-d).
+
+    Nothing is allocated from the file before its header is checked: the size it declares (the
+    product of its dimensions, one byte each) plus `already` (bytes the run loaded before) must be
+    within `max_bytes`; a raw file's length must be the header plus that size (a sparse 1 TiB file
+    is refused unread); a gzip stream is inflated in 1 MiB chunks into a buffer of the declared
+    size and refused as soon as it holds more (a gzip bomb stops there).
+    """
     expected = DATASETS["fashionmnist"].layout
-    opener = gzip.open if path.suffix == ".gz" else open
+    gz = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
+        with gzip.open(path, "rb") if gz else open(path, "rb") as f:
+            return _read_idx_stream(f, path, gz=gz, max_bytes=max_bytes, already=already)
     except FileNotFoundError:
         raise DataError(f"fashionmnist: {path} is missing; expected {expected}") from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"fashionmnist: {path} cannot be read ({exc}); expected {expected}") from exc
-    if len(raw) < 8:
+
+
+def _read_idx_stream(
+    f: io.BufferedIOBase, path: Path, *, gz: bool, max_bytes: int, already: int
+) -> np.ndarray:
+    expected = DATASETS["fashionmnist"].layout
+    head = f.read(8)
+    if len(head) < 8:
         raise DataError(f"fashionmnist: {path} is too short for an IDX header; expected {expected}")
-    magic = struct.unpack(">i", raw[:4])[0]
-    ndim = {2049: 1, 2051: 3}.get(magic)
+    magic = struct.unpack(">i", head[:4])[0]
+    ndim = _IDX_NDIM.get(magic)
     if ndim is None:
         raise DataError(
             f"fashionmnist: {path} has magic number {magic}, expected 2049 (labels) or 2051 (images); "
             f"expected {expected}"
         )
     header = 4 + 4 * ndim
-    if len(raw) < header:
+    head += f.read(header - len(head))
+    if len(head) < header:
         raise DataError(f"fashionmnist: {path} is truncated in its header; expected {expected}")
-    dims = struct.unpack(f">{ndim}i", raw[4:header])
-    body = np.frombuffer(raw, dtype=np.uint8, offset=header)
-    if body.size != int(np.prod(dims)):
+    dims = struct.unpack(f">{ndim}i", head[4:header])
+    if any(d < 0 for d in dims):
         raise DataError(
-            f"fashionmnist: {path} holds {body.size} bytes after the header, its dimensions {dims} "
-            f"need {int(np.prod(dims))}; expected {expected}"
+            f"fashionmnist: {path}: its dimensions {dims} must not be negative; expected {expected}"
+        )
+    need = math.prod(dims)
+    if already + need > max_bytes:
+        loaded = f", {already} already loaded" if already else ""
+        raise DataError(
+            f"fashionmnist: {path} declares {need} bytes of data (dimensions {dims}), above the cap of "
+            f"{max_bytes} bytes a run may load{loaded} ({MAX_BYTES_SETTING})"
+        )
+    if not gz:
+        body_size = os.fstat(f.fileno()).st_size - header
+        if body_size != need:
+            raise DataError(
+                f"fashionmnist: {path} holds {body_size} bytes after the header, its dimensions {dims} "
+                f"need {need}; expected {expected}"
+            )
+    body = np.empty(need, dtype=np.uint8)
+    view = memoryview(body)
+    filled = 0
+    while filled < need:
+        n = f.readinto(view[filled : filled + _READ_CHUNK])
+        if not n:
+            break
+        filled += n
+    if filled < need:
+        raise DataError(
+            f"fashionmnist: {path} holds {filled} bytes after the header, its dimensions {dims} "
+            f"need {need}; expected {expected}"
+        )
+    if f.read(1):
+        raise DataError(
+            f"fashionmnist: {path} holds more than the {need} bytes its dimensions {dims} need after "
+            f"the header; refused"
         )
     return body.reshape(dims)
 
 
-def _fashionmnist(spec: DatasetSpec) -> TensorData:
+def _fashionmnist(
+    spec: DatasetSpec, roots: Sequence[str | os.PathLike[str]] | None, max_bytes: int
+) -> TensorData:
     check_dataset_path("fashionmnist", spec.path)
     root = Path(spec.path)  # type: ignore[arg-type]
     arrays = {}
+    loaded = 0  # the cap counts the four files together
     for stem in FASHIONMNIST_FILES:
         path = fashionmnist_file(root, stem)
         assert path is not None  # check_dataset_path saw it
-        array = read_idx(path)
+        path = _confined(path, roots)
+        array = read_idx(path, max_bytes=max_bytes, already=loaded)
+        loaded += array.nbytes
         want_ndim = 3 if "images" in stem else 1
         if array.ndim != want_ndim:
             raise DataError(
@@ -548,15 +775,33 @@ class ImageFolderData(Data):
         return [x for x, _ in self._loader(subset, batch_size, "cpu", shuffle=False)]
 
 
-def load_dataset(spec: DatasetSpec) -> Data:
-    """Read the data set `spec` names; missing or malformed files raise DataError naming the path."""
-    check_dataset(spec)
+def load_dataset(
+    spec: DatasetSpec,
+    *,
+    roots: Sequence[str | os.PathLike[str]] | None = None,
+    max_bytes: int = MAX_DATASET_BYTES,
+) -> Data:
+    """Read the data set `spec` names; missing, malformed or oversized files raise DataError naming
+    the path.
+
+    roots: the directories a dataset path may lie in (`catalog.resolve_dataset_path`); the worker
+        passes the settings' data roots, so a stored spec is confined again before any file is
+        read. None trusts the path as given: the engine CLI and benchmarks, run by the machine's
+        own user on their own files.
+    max_bytes: the most decoded uint8 data the set may hold (default 4 GiB, `catalog.MAX_DATASET_BYTES`),
+        checked against file sizes, IDX headers and synthetic shapes before anything is allocated.
+        Image folders are decoded on the fly and not counted.
+    """
+    info = DATASETS.get(spec.name)
+    if roots is not None and info is not None and info.needs_path and spec.path:
+        spec = replace(spec, path=str(resolve_dataset_path(spec.path, roots)))
+    check_dataset(spec, max_bytes=max_bytes)
     if spec.name == "digits":
         return _digits(spec)
     if spec.name == "cifar10":
-        return _cifar10(spec)
+        return _cifar10(spec, roots, max_bytes)
     if spec.name == "fashionmnist":
-        return _fashionmnist(spec)
+        return _fashionmnist(spec, roots, max_bytes)
     if spec.name == "synthetic":
         return _synthetic(spec)
     return ImageFolderData(Path(spec.path), spec.image_size, spec.seed)  # type: ignore[arg-type]

@@ -11,15 +11,20 @@ from workers.jobs.inputs import RunInput
 _data_cache: dict[str, Any] = {}
 
 
-def get_data(dataset: dict[str, Any]) -> Any:
-    """The engine's Data for a spec's dataset; the last one is kept (a worker runs many runs of
-    one study in a row)."""
+def get_data(inp: RunInput) -> Any:
+    """The engine's Data for the run's dataset; the last one is kept (a worker runs many runs of
+    one study in a row). The path is confined to this worker's data roots again (the study may
+    have been stored before they changed) and the decoded size capped, both from the settings
+    (`RunInput.data_roots`, `RunInput.max_dataset_bytes`)."""
     from workers.engine.data import DatasetSpec, load_dataset
 
-    key = json.dumps(dataset, sort_keys=True)
+    dataset, roots = inp.spec["dataset"], list(inp.data_roots)
+    key = json.dumps([dataset, [str(r) for r in roots], inp.max_dataset_bytes], sort_keys=True)
     if key not in _data_cache:
         _data_cache.clear()
-        _data_cache[key] = load_dataset(DatasetSpec.from_dict(dataset))
+        _data_cache[key] = load_dataset(
+            DatasetSpec.from_dict(dataset), roots=roots, max_bytes=inp.max_dataset_bytes
+        )
     return _data_cache[key]
 
 

@@ -24,6 +24,8 @@ class RunInput:
     variant_spec: dict[str, Any]
     spec: dict[str, Any]  # the study spec (backend/spec.py StudySpec, as stored)
     artifact_root: Path
+    data_roots: tuple[Path, ...] = ()  # where a data set may be read (settings.dataset_roots)
+    max_dataset_bytes: int = 0  # the most decoded data a run may load (settings.max_dataset_bytes)
     lr: float | None = None
     wd: float | None = None
     seed: int = 0

@@ -44,7 +44,7 @@ def run_measure(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = N
         model, meta = load_model(root / inp.source_model)
         input_shape, weights = tuple(meta["input_shape"]), inp.source_model
     elif kind == "base":  # a study from before measure waited on the prior run: He-initialised weights
-        data = get_data(inp.spec["dataset"])
+        data = get_data(inp)
         num_classes, input_shape = model_shape(inp.spec, data)
         model = build_model(inp.spec["model"]["name"], num_classes=num_classes, input_shape=input_shape)
         meta, weights = {"model_name": inp.spec["model"]["name"], "num_classes": num_classes}, "initial"

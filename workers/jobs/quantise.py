@@ -21,7 +21,7 @@ def run_quantise(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = 
     if inp.variant_kind not in QUANTISED_MODES:
         raise ModelError(f"a quantise run cannot quantise to {inp.variant_kind!r}")
     model, _ = load_model(inp.artifact_root / inp.source_model)
-    data = get_data(inp.spec["dataset"])
+    data = get_data(inp)
     onnx_rel = f"{run_dir(inp.study_id, inp.run_id)}/model.onnx"
     evaluation = quantise_and_evaluate(
         model,

@@ -39,7 +39,7 @@ def run_train(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = Non
 
     hooks = hooks or JobHooks()
     root = inp.artifact_root
-    data = get_data(inp.spec["dataset"])
+    data = get_data(inp)
     num_classes, input_shape = model_shape(inp.spec, data)
     model_name = inp.spec["model"]["name"]
     retrain = inp.variant_spec.get("retrain", "scratch")
