@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from backend.db.models import Run, Study, Variant
@@ -47,7 +48,11 @@ def extend_study(
     new_wd = (old_wd[0] - wd_low, old_wd[1] + wd_high)
     data = spec.model_dump(mode="json")
     data["grid"]["lr_range"], data["grid"]["wd_range"] = list(new_lr), list(new_wd)
-    new_spec = parse_spec(data, check_paths=False)
+    try:
+        new_spec = parse_spec(data, check_paths=False)
+    except ValidationError as exc:  # e.g. grid values that would overflow past the new edges
+        first = exc.errors()[0]
+        raise FieldError(["body"], f"the extended grid is not valid: {first['msg']}") from None
     check_spec_limits(new_spec, settings)
     points = extension_points(old_lr, old_wd, new_lr, new_wd)
     plan = plan_study(new_spec, points)

@@ -43,6 +43,7 @@ from backend.spec import StudySpec
 router = APIRouter(prefix="/studies", tags=["studies"], responses=READ_ERRORS)
 
 Metric = Literal["top1", "top5"]
+OFFSET_MAX = 2**31 - 1  # larger offsets name no row and overflow the databases' OFFSET
 StudyStatus = Literal[STUDY_STATUSES]  # type: ignore[valid-type]
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 RunKind = Literal[RUN_KINDS]  # type: ignore[valid-type]
@@ -66,7 +67,7 @@ def plan_study(spec: StudySpec, settings: SettingsDep) -> Any:
 def list_studies(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
     status: StudyStatus | None = None,
     sort: Sort = "-created_at",
 ) -> Any:
@@ -199,7 +200,7 @@ def list_runs(
     status: RunStatus | None = None,
     kind: RunKind | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> Any:
     page = run_views.runs_page_json(
         session, study_id, limit=limit, offset=offset, variant=variant, status=status, kind=kind
