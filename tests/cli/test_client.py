@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from backend.cli.main import main
 from tests.cli.live import serve_in_thread
@@ -500,3 +501,80 @@ def test_entry_point_submit_wait_then_ctrl_c_stops_waiting_and_the_study_keeps_g
     )
     assert finished.returncode == 0, finished.stderr
     assert json.loads(finished.stdout)["progress"]["total"] == 20
+
+
+# --- the pure parts: server URLs and the API's error bodies ---------------------------------------------
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("localhost:8000", "http://localhost:8000"),
+        ("http://10.0.0.5:8000/", "http://10.0.0.5:8000"),
+        ("http://10.0.0.5:8000/api/v1/", "http://10.0.0.5:8000"),
+        ("https://example.org/prunescape/api/v1", "https://example.org/prunescape"),
+    ],
+)
+def test_server_urls_are_normalised(given, used):
+    from backend.cli.client import normalise_server
+
+    assert normalise_server(given) == used
+
+
+@pytest.mark.parametrize("given", ["", "   ", "ftp://example.org", "http://", "x" * 3000])
+def test_server_urls_that_cannot_be_used_are_refused(given):
+    from backend.cli.client import UsageError, normalise_server
+
+    with pytest.raises(UsageError, match="--server"):
+        normalise_server(given)
+
+
+def test_a_password_in_the_server_url_is_never_printed(capsys):
+    code, _, err = _cli(capsys, "studies", "--server", f"http://user:hunter2@127.0.0.1:{_closed_port()}")
+    assert code == 3 and "cannot reach the server" in err and "hunter2" not in err
+
+
+def test_error_bodies_become_one_line_per_field():
+    from backend.cli.client import error_lines
+
+    detail = [
+        {"loc": ["body", "variants", 1, "structured", "flops_ratio"], "msg": "too big", "type": "x"},
+        {"loc": ["query", "limit"], "msg": "Input should be less than or equal to 200", "type": "x"},
+        {"loc": ["body"], "msg": "add at least one row", "type": "x"},
+    ]
+    assert error_lines(422, {"detail": detail}) == [
+        "variants.1.structured.flops_ratio: too big",
+        "limit: Input should be less than or equal to 200",
+        "add at least one row",
+    ]
+    assert error_lines(404, {"detail": "study 9 not found"}) == ["study 9 not found"]
+    assert error_lines(502, None) == ["the server answered HTTP 502"]  # a proxy's HTML page, say
+    assert error_lines(409, {"detail": "name \x1b[2J here"}) == ["name ?[2J here"]
+
+
+def test_study_names_cannot_drive_the_terminal():
+    from backend.cli.client import studies_table
+
+    page = {
+        "items": [
+            {
+                "id": 7,
+                "name": "evil\x1b]0;owned\x07" + "x" * 60,
+                "status": "running",
+                "progress": {"finished": 1, "total": 3},
+                "created_at": "2026-11-22T13:00:05Z",
+            }
+        ],
+        "total": 1,
+        "offset": 0,
+    }
+    row = studies_table(page)[1]
+    assert "\x1b" not in row and "\x07" not in row
+    assert row.split()[:4] == ["7", "evil?]0;owned?" + "x" * 23 + "...", "running", "1/3"]
+    assert row.endswith("2026-11-22 13:00 UTC")
+
+
+def test_submit_reads_the_spec_from_stdin(server, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(json.dumps(SPEC).encode())))
+    code, out, err = _cli(capsys, "submit", "-", "--json", "--server", server.url)
+    assert code == 0, err
+    assert json.loads(out)["name"] == "cli digits"
+    assert _api(server, "/studies/1")["progress"]["total"] == 20
