@@ -13,6 +13,7 @@ _REGISTRARS: list[str] = [
     "backend.analysis.cli",  # analyse
     "backend.cli.admin",  # migrate, token
     "backend.cli.service",  # serve, worker
+    "backend.cli.client",  # submit, studies, status, cancel, extend, export (over the REST API)
 ]
 
 
