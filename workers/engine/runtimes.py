@@ -156,14 +156,15 @@ def is_qdq(path: str | os.PathLike[str]) -> bool:
 
 
 def _fp32_module(model: nn.Module) -> nn.Module:
-    """The fp32 module behind `model` (a `HalfPrecision` wrapper's inner model, made float again)."""
+    """The fp32 module behind `model`: itself, or a float copy of a half model or `HalfPrecision` wrapper."""
     from workers.engine.quantise import HalfPrecision
 
-    if isinstance(model, HalfPrecision):
-        import copy
+    inner = model.model if isinstance(model, HalfPrecision) else model
+    if all(p.dtype == torch.float32 for p in inner.parameters()):
+        return inner
+    import copy
 
-        return copy.deepcopy(model.model).float()
-    return model
+    return copy.deepcopy(inner).float()
 
 
 def export_matches(model: nn.Module, onnx_path: str | os.PathLike[str], input_shape: Sequence[int]) -> float:
@@ -247,14 +248,17 @@ def _torch_target(model: nn.Module, precision: str) -> nn.Module:
     from workers.engine.quantise import HalfPrecision, to_fp16
 
     if precision == "fp16":
-        return model if isinstance(model, HalfPrecision) else to_fp16(model)
+        return model if isinstance(model, HalfPrecision) else to_fp16(_fp32_module(model))
+    return model
+
+
+def _check_fp32(model: nn.Module) -> None:
     dtypes = {p.dtype for p in model.parameters()}
     if dtypes - {torch.float32}:
         raise MeasurementError(
             f"precision 'fp32' but the model holds {sorted(map(str, dtypes))} weights; "
             "pass precision='fp16' for a half-precision variant"
         )
-    return model
 
 
 def _ort_cuda_latency(path: Path, protocol: LatencyProtocol) -> dict[str, Any]:
@@ -410,6 +414,8 @@ def latency_by_runtime(
         raise MeasurementError(f"onnx_path: {path} is a quantised (QDQ) model but precision is {precision!r}")
     elif model is None and (path is None or precision == "fp16"):
         raise MeasurementError(f"model: precision {precision!r} needs the variant's torch module")
+    if model is not None and precision == "fp32":
+        _check_fp32(model)
     with _workdir() as tmp:
         files = _OnnxFiles(model if precision != "int8" else None, path, protocol.input_shape, tmp)
         return {rt: _measure_on(rt, model, files, qdq, protocol, precision) for rt in wanted}
