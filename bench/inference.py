@@ -198,9 +198,20 @@ def print_tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(header)
         print("-" * len(header))
         group = [r for r in rows if (r["model"], r["input"], r["batch"]) == (model, shape, batch)]
+        # A runtime absent from this machine (no GPU, no CUDA provider) says so once, not per variant.
+        absent = {
+            runtime
+            for runtime in {r["runtime"] for r in group}
+            if len({r.get("reason") or "timed" for r in group if r["runtime"] == runtime} - {"timed"}) == 1
+            and all("median_ms" not in r for r in group if r["runtime"] == runtime)
+        }
         for r in group:
+            if r["runtime"] in absent:
+                if r["variant"] == BASE:
+                    print(f"{r['runtime']:<17} {'(every variant)':<17} not timed: {r['reason']}")
+                continue
             if "median_ms" not in r:
-                print(f"{r['runtime']:<17} {r['variant']:<17} {'not timed: ' + r['reason']}")
+                print(f"{r['runtime']:<17} {r['variant']:<17} not timed: {r['reason']}")
                 continue
             spread = f"{r['round_min_ms']:.2f}..{r['round_max_ms']:.2f}"
             ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"

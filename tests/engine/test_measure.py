@@ -320,3 +320,23 @@ def test_latency_by_runtime_rejects_bad_arguments(tmp_path):
         latency_by_runtime(None, None, DIGITS, **QUICK)
     with pytest.raises(MeasurementError, match="torch module or None"):
         latency_by_runtime(object(), None, DIGITS, **QUICK)  # type: ignore[arg-type]
+
+
+def test_onnxruntime_io_bound_timing_path(tmp_path):
+    """The IOBinding timing that onnxruntime-cuda uses, run here with the CPU provider."""
+    from workers.engine.measure import latency_protocol
+    from workers.engine.quantise import export_onnx
+    from workers.engine.runtimes import _Unsupported, ort_bound_latency
+
+    path = export_onnx(_digits(), DIGITS, tmp_path / "fp32.onnx")
+    protocol = latency_protocol(DIGITS, batch_sizes=(1, 4), warmup=1, runs=2, threads=1)
+    record = ort_bound_latency(path, protocol, provider="CPUExecutionProvider", device_type="cpu")
+    assert record["runtime"] == "onnxruntime" and record["device"] == "cpu" and record["threads"] == 1
+    assert set(record["by_batch"]) == {"1", "4"} and record["meets_spec"] is False
+    assert all(t["median_ms"] > 0 for t in record["by_batch"].values())
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        # Asking for a provider this onnxruntime lacks is a "not supported" record, not a CPU figure.
+        with pytest.raises(_Unsupported):
+            ort_bound_latency(path, protocol, provider="CUDAExecutionProvider", device_type="cuda")

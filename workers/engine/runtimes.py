@@ -31,10 +31,9 @@ unsupported one is `{"runtime", "supported": false, "precision", "reason"}`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +44,7 @@ from torch import nn
 from workers.engine.measure import (
     LatencyProtocol,
     MeasurementError,
+    cpu_model_name,
     latency,
     latency_protocol,
     time_runs,
@@ -261,43 +261,56 @@ def _check_fp32(model: nn.Module) -> None:
         )
 
 
-def _ort_cuda_latency(path: Path, protocol: LatencyProtocol) -> dict[str, Any]:
-    """Like `measure.latency` on ORT's CUDA provider, input and output bound on the GPU."""
+class _Unsupported(Exception):
+    """Raised inside a runtime's timing when it turns out it cannot run (its reason is the message)."""
+
+
+def ort_bound_latency(
+    path: Path, protocol: LatencyProtocol, *, provider: str, device_type: str, device_id: int = 0
+) -> dict[str, Any]:
+    """`measure.latency` for ONNX Runtime with input and output bound on `device_type` (IOBinding).
+
+    On CUDA this keeps host-device copies out of the timed runs, as torch-cuda times a module
+    whose input is already on the GPU. The same code runs with the CPU provider, which is how it
+    is tested on a machine without a GPU.
+    """
     import onnxruntime as ort
 
-    device_id = torch.cuda.current_device()
     options = ort.SessionOptions()
     options.intra_op_num_threads = protocol.threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(path),
-        sess_options=options,
-        providers=[("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"],
-    )
-    if session.get_providers()[0] != "CUDAExecutionProvider":
+    providers: list[Any] = [(provider, {"device_id": device_id}) if device_type == "cuda" else provider]
+    if provider != "CPUExecutionProvider":
+        providers.append(
+            "CPUExecutionProvider"
+        )  # ORT places shape ops there; the main provider runs the rest
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - a provider that cannot load this model gives no figure
+        raise _Unsupported(f"ONNX Runtime's {provider} cannot load {path.name}: {exc}") from exc
+    if session.get_providers()[0] != provider:
         # ORT falls back to the CPU with only a warning when the CUDA libraries do not load.
-        raise _Unsupported(f"ONNX Runtime could not start its CUDA provider (got {session.get_providers()})")
+        raise _Unsupported(f"ONNX Runtime could not start {provider} (got {session.get_providers()})")
     input_name = session.get_inputs()[0].name
     output_name = session.get_outputs()[0].name
     result = protocol.record()
-    result.update(runtime="onnxruntime", device="cuda", device_name=torch.cuda.get_device_name(device_id))
+    name = torch.cuda.get_device_name(device_id) if device_type == "cuda" else cpu_model_name()
+    result.update(runtime="onnxruntime", device=device_type, device_name=name)
     for batch in protocol.batch_sizes:
         x = np.random.default_rng(0).standard_normal((batch, *protocol.input_shape), dtype=np.float32)
+        x_bound = ort.OrtValue.ortvalue_from_numpy(x, device_type, device_id)  # held until timed
         binding = session.io_binding()
-        binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", device_id))
-        binding.bind_output(output_name, "cuda", device_id)
+        binding.bind_ortvalue_input(input_name, x_bound)
+        binding.bind_output(output_name, device_type, device_id)
         times = time_runs(
             lambda binding=binding: session.run_with_iobinding(binding),
             protocol.warmup,
             protocol.runs,
             binding.synchronize_outputs,
         )
+        del x_bound
         result["by_batch"][str(batch)] = timing_summary(times, batch)
     return result
-
-
-class _Unsupported(Exception):
-    """Raised inside a runtime's timing when it turns out it cannot run (its reason is the message)."""
 
 
 def _measure_on(
@@ -341,7 +354,13 @@ def _measure_on(
         assert path is not None
         try:
             if runtime == ORT_CUDA:
-                record = _ort_cuda_latency(path, protocol)
+                record = ort_bound_latency(
+                    path,
+                    protocol,
+                    provider="CUDAExecutionProvider",
+                    device_type="cuda",
+                    device_id=torch.cuda.current_device(),
+                )
             else:
                 record = latency(path, protocol.input_shape, **args)
         except _Unsupported as exc:
@@ -351,12 +370,6 @@ def _measure_on(
         extra["max_abs_diff_vs_torch"] = files.max_abs_diff if fmt == FORMAT_ONNX_FP32 else None
     del record["runtime"]  # "torch" / "onnxruntime": the fixed name below says runtime and device
     return {"runtime": runtime, "supported": True, "precision": precision, **record, **extra}
-
-
-@contextlib.contextmanager
-def _workdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="prunescape-rt-") as tmp:
-        yield Path(tmp)
 
 
 def latency_by_runtime(
@@ -416,8 +429,8 @@ def latency_by_runtime(
         raise MeasurementError(f"model: precision {precision!r} needs the variant's torch module")
     if model is not None and precision == "fp32":
         _check_fp32(model)
-    with _workdir() as tmp:
-        files = _OnnxFiles(model if precision != "int8" else None, path, protocol.input_shape, tmp)
+    with tempfile.TemporaryDirectory(prefix="prunescape-rt-") as tmp:
+        files = _OnnxFiles(model if precision != "int8" else None, path, protocol.input_shape, Path(tmp))
         return {rt: _measure_on(rt, model, files, qdq, protocol, precision) for rt in wanted}
 
 
