@@ -11,9 +11,10 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db import lifecycle
 from backend.db.models import Run, Study, Variant
 from backend.db.session import make_engine
-from backend.services import lifecycle
+from backend.run_states import CLAIMABLE
 
 WORKER = "standin|nohost|0|cli"
 ACTIVE = ("blocked", "pending", "queued", "running")
@@ -129,7 +130,7 @@ class StandinWorker:
         row = session.execute(
             sa.select(Run.id, Run.kind, Variant.kind, Run.grid_i, Run.grid_j)
             .join(Variant, Variant.id == Run.variant_id)
-            .where(Run.study_id == study_id, Run.status.in_(lifecycle.CLAIMABLE))
+            .where(Run.study_id == study_id, Run.status.in_(CLAIMABLE))
             .order_by(Run.id)
             .limit(1)
         ).first()

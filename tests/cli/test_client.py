@@ -89,8 +89,8 @@ def test_submit_then_status_shows_the_runs_by_status(server, tmp_path, capsys):
     assert "model digits_cnn; dataset digits; variants base, q8" in out
     assert "runs: 0 of 20 finished" in out
     lines = out.splitlines()
-    # ended and active runs apart: 9 base train runs and the base measure run wait, the 9 int8 runs
-    # and q8's measure run are blocked on them
+    # ended and active runs apart: the 9 base train runs wait; the base measure run, the 9 int8
+    # runs and q8's measure run are blocked on them
     ended, active = lines.index("  ended:"), lines.index("  active:")
     assert ended < active
     assert [line.split() for line in lines[ended + 1 : active]] == [
@@ -105,7 +105,7 @@ def test_submit_then_status_shows_the_runs_by_status(server, tmp_path, capsys):
         "pending": str(stored["progress"]["pending"]),
         "blocked": str(stored["progress"]["blocked"]),
     }
-    assert (stored["progress"]["pending"], stored["progress"]["blocked"]) == (10, 10)
+    assert (stored["progress"]["pending"], stored["progress"]["blocked"]) == (9, 11)
 
     code, out, _ = _cli(capsys, "status", "1", "--json", "--server", server.url)
     assert code == 0 and json.loads(out)["progress"] == stored["progress"]
