@@ -296,7 +296,9 @@ def test_unknown_ids_are_404(path: str, client) -> None:
     ],
     ids=["ten-million", "1e30+1", "range-1e30", "range-1e12"],
 )
-def test_huge_grid_numbers_are_422_at_once_and_cost_nothing(route, grid, field, client, sqlite_settings) -> None:
+def test_huge_grid_numbers_are_422_at_once_and_cost_nothing(
+    route, grid, field, client, sqlite_settings
+) -> None:
     import tracemalloc
 
     spec = _spec(**{f"grid__{k}": v for k, v in grid.items()})
