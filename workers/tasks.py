@@ -1,6 +1,6 @@
 """The one Celery task: `prunescape.execute_run(run_id)`.
 
-Claim the run in the database, run its job (workers/jobs.py), store the result, release the runs
+Claim the run in the database, run its job (workers/jobs/), store the result, release the runs
 that waited on it and dispatch them. The task is idempotent: a second delivery of the same id finds
 the run claimed or finished and does nothing. `execute()` is the same without Celery (tests, CLI).
 

@@ -1,7 +1,7 @@
-"""Run planning (SPEC section 2, docs/contracts.md section 3): a pure function of a validated spec.
+"""Run planning (docs/spec.md section 2, docs/contracts.md section 3): a pure function of a validated spec.
 
 No database here: runs refer to each other by `RunKey`, and the caller resolves keys to ids
-(`backend.services.studies`). For an extension, pass the new grid points; the runs they need and
+(`backend.services.study_creation`, `study_extension`). For an extension, pass the new grid points; the runs they need and
 that already exist (a variant's prune run) are referenced by key all the same.
 """
 

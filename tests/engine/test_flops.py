@@ -1,4 +1,4 @@
-"""The one FLOP counter: SPEC section 3 golden figures and its convention."""
+"""The one FLOP counter: docs/spec.md section 3 golden figures and its convention."""
 
 from __future__ import annotations
 

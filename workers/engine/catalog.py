@@ -18,7 +18,7 @@ from pathlib import Path
 
 from workers.engine.errors import DataError
 
-# How every FLOPs figure is counted (SPEC section 3; workers/engine/flops.py counts them), shown
+# How every FLOPs figure is counted (docs/spec.md section 3; workers/engine/flops.py counts them), shown
 # next to each one. Here, torch-free, so the API states it without importing torch.
 FLOPS_CONVENTION = (
     "FLOPs = 2 x multiply-accumulates of conv and linear layers, batch 1; "

@@ -1,4 +1,4 @@
-"""The measure job: measure a variant's model once (SPEC section 6) into the variant's columns:
+"""The measure job: measure a variant's model once (docs/spec.md section 6) into the variant's columns:
 parameters, FLOPs, size on disk, latency, weight histograms and the environment.
 
 The base variant is measured on the model trained at the prior, a pruned one on its pruned model,
@@ -19,7 +19,7 @@ LATENCY_BATCHES = (1, 32)
 
 
 def run_measure(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = None) -> JobResult:
-    """Measure the variant's model once (SPEC section 6) into the variant's columns."""
+    """Measure the variant's model once (docs/spec.md section 6) into the variant's columns."""
     import torch
 
     from workers.engine.artifacts import load_model, save_model, sparse_size_bytes

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from backend.analysis import AnalysisReport
 from backend.api.deps import SessionDep, SettingsDep, StudyId, WriterDep
 from backend.api.responses import NOT_MODIFIED, cached_json_response
 from backend.api.schemas import (
@@ -233,7 +234,7 @@ def list_runs(
 
 @router.get(
     "/{study_id}/analysis",
-    response_model=dict[str, Any],
+    response_model=AnalysisReport,
     responses={409: {"model": ErrorOut, "description": "the study has no finished runs yet"}, **NOT_MODIFIED},
 )
 def analysis(request: Request, study_id: StudyId, session: SessionDep, metric: Metric = "top1") -> Any:
