@@ -61,7 +61,7 @@ def test_killed_worker_resumes_from_checkpoint(sqlite_db, redis_url, tmp_path, m
     )
     make = sessionmaker(bind=get_engine(settings))
     with make() as s:
-        study_id = create_study(s, parse_spec(docs/spec.md), Settings(data_dir=settings.data_dir, broker_url=None)).id
+        study_id = create_study(s, parse_spec(SPEC), Settings(data_dir=settings.data_dir, broker_url=None)).id
         run_id = s.scalar(sa.select(Run.id).where(Run.study_id == study_id, Run.kind == "train"))
         assert dispatch_ready(s, study_id, settings) >= 1
 

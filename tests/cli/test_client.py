@@ -38,7 +38,7 @@ SPEC = {
 
 
 def _spec_file(tmp_path: Path, **changes) -> Path:
-    spec = copy.deepcopy(docs/spec.md)
+    spec = copy.deepcopy(SPEC)
     spec.update(changes)
     path = tmp_path / f"spec-{len(list(tmp_path.glob('spec-*')))}.json"
     path.write_text(json.dumps(spec))
@@ -60,7 +60,7 @@ def _api(server, path: str, **params) -> dict:
 
 
 def _create(server, **changes) -> dict:
-    spec = copy.deepcopy(docs/spec.md)
+    spec = copy.deepcopy(SPEC)
     spec.update(changes)
     response = httpx.post(f"{server.url}{API}/studies", json=spec, timeout=30)
     assert response.status_code == 201, response.text
@@ -573,7 +573,7 @@ def test_study_names_cannot_drive_the_terminal():
 
 
 def test_submit_reads_the_spec_from_stdin(server, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(json.dumps(docs/spec.md).encode())))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(json.dumps(SPEC).encode())))
     code, out, err = _cli(capsys, "submit", "-", "--json", "--server", server.url)
     assert code == 0, err
     assert json.loads(out)["name"] == "cli digits"

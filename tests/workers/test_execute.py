@@ -48,7 +48,7 @@ def test_every_run_kind_stores_its_results(sqlite_db):
     settings = sqlite_db
     make = sessionmaker(bind=get_engine(settings))
     with make() as s:
-        study_id = create_study(s, parse_spec(docs/spec.md), settings).id
+        study_id = create_study(s, parse_spec(SPEC), settings).id
     _drain(make, settings, study_id)
     with make() as s:
         runs = s.scalars(sa.select(Run).where(Run.study_id == study_id)).all()
