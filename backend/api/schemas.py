@@ -279,6 +279,34 @@ class VariantList(BaseModel):
     items: list[VariantOut]
 
 
+class CatalogModel(BaseModel):
+    name: str
+    input_shape: list[int] = Field(description="(C, H, W) the architecture was designed for")
+    num_classes: int
+    family: str
+    description: str
+    min_side: int = Field(description="smallest input height / width it accepts")
+    structured_pruning: bool = Field(description="whether structured (filter) pruning is offered")
+    no_structured_pruning: str | None = Field(description="why not, when it is not")
+
+
+class CatalogDataset(BaseModel):
+    name: str
+    input_shape: list[int] | None = Field(description="null: decided by the spec or the files")
+    num_classes: int | None
+    needs_path: bool
+    layout: str = Field(description="what must be at dataset.path")
+
+
+class CatalogOut(BaseModel):
+    """What a study spec may name (the engine's catalog), for forms and clients."""
+
+    models: list[CatalogModel]
+    datasets: list[CatalogDataset]
+    variant_kinds: list[str]
+    flops_convention: str
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     database: dict[str, Any]
