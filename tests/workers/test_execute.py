@@ -100,6 +100,42 @@ def test_every_run_kind_stores_its_results(sqlite_db):
             assert v.histograms and v.measured["environment"], v.name
         assert s.scalar(sa.select(sa.func.count()).select_from(Artefact)) >= 10
         assert s.get(Study, study_id).status == "succeeded"
+    _assert_compare_within_runtimes(settings, study_id)
+
+
+def _assert_compare_within_runtimes(settings, study_id: int) -> None:
+    """/compare of the measured study: every row holds ONNX Runtime CPU and torch CPU records, the
+    default runtime is ONNX Runtime CPU, and each ratio is taken on the runtime of its figure."""
+    from fastapi.testclient import TestClient
+
+    from backend.api import create_app
+
+    with TestClient(create_app(settings)) as client:
+        compare = client.get(f"/api/v1/studies/{study_id}/compare").json()
+    rows = {row["name"]: row for row in compare["variants"]}
+    assert set(rows) == {v["name"] for v in SPEC["variants"]}
+    for name, row in rows.items():
+        assert {"onnxruntime-cpu", "torch-cpu"} <= set(row["latency"]), name
+    section = compare["latency"]
+    assert section["default_runtime"] == "onnxruntime-cpu"
+    assert section["runtimes"][:2] == ["onnxruntime-cpu", "torch-cpu"]
+    for runtime, table in section["by_runtime"].items():
+        for r in table["rows"]:
+            record = rows[r["variant"]]["latency"][runtime]
+            base = rows["base"]["latency"][runtime]["by_batch"][r["batch"]]["median_ms"]
+            if r["timed"]:
+                assert r["median_ms"] == record["by_batch"][r["batch"]]["median_ms"]
+            if r["variant"] != "base":
+                assert (r["latency_ratio"] is not None) == r["timed"], (runtime, r)
+            if r["latency_ratio"] is not None:
+                assert r["latency_ratio"] == pytest.approx(r["median_ms"] / base)
+    ort = {(r["variant"], r["batch"]): r for r in section["by_runtime"]["onnxruntime-cpu"]["rows"]}
+    torch_cpu = {(r["variant"], r["batch"]): r for r in section["by_runtime"]["torch-cpu"]["rows"]}
+    assert ort[("q8", "1")]["latency_ratio"] is not None and torch_cpu[("q8", "1")]["latency_ratio"] is None
+    assert "int8 runs only in ONNX Runtime" in torch_cpu[("q8", "1")]["reason"]
+    assert ort[("h16", "1")]["timed"] is False and torch_cpu[("h16", "1")]["latency_ratio"] is not None
+    assert ort[("n50", "1")]["flops_ratio"] == pytest.approx(rows["n50"]["flops_kept"])
+    assert "dense kernels do not skip zeros" in ort[("sp", "1")]["note"]
 
 
 def _assert_latency_by_runtime(v: Variant, onnx_file: str | None, settings) -> None:
