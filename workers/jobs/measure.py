@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.artefact_layout import variant_dir
+from backend.json_values import json_safe
 from workers.jobs.common import get_data, model_shape
 from workers.jobs.inputs import Artefact, JobHooks, JobResult, RunInput
 
@@ -109,7 +110,7 @@ def run_measure(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = N
         export_onnx(model, input_shape, root / onnx_rel)
         artefacts.append(Artefact("onnx", onnx_rel, file_size_bytes(root / onnx_rel), variant_level=True))
         lat = _latency(inp, model, root / onnx_rel, input_shape, precision="fp32")
-    updates["latency"] = lat
+    updates["latency"] = json_safe(lat)  # a JSON column: no inf (images_per_s of a 0 ms median)
     measured["latency_runtimes"] = list(lat)  # the runtimes asked; each record says if it ran
     measured["environment"] = environment_info()
     updates["measured"] = measured
