@@ -240,6 +240,8 @@ def load_input(session: Session, run_id: int, settings: Settings) -> Any:
         artifact_root=settings.artifact_root,
         data_roots=tuple(settings.dataset_roots),
         max_dataset_bytes=settings.max_dataset_bytes,
+        latency_warmup=settings.latency_warmup,
+        latency_runs=settings.latency_runs,
         lr=run.lr,
         wd=run.wd,
         seed=run.seed,
