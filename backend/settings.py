@@ -4,9 +4,29 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# off: no tokens; writes: every write needs one (what PRUNESCAPE_AUTH=1 has always meant);
+# all: every read too (the dashboard's pages included). /health stays open for probes.
+AuthMode = Literal["off", "writes", "all"]
+AUTH_ALIASES = {"1": "writes", "true": "writes", "yes": "writes", "on": "writes",
+                "0": "off", "false": "off", "no": "off", "": "off"}  # fmt: skip
+# Host names every server answers to: what a browser on the machine itself sends.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_auth_mode(value: Any) -> AuthMode:
+    """`value` (a mode, a bool, or 1/0/true/false/yes/no/on) as an auth mode."""
+    if isinstance(value, bool):
+        return "writes" if value else "off"
+    text = str(value).strip().lower()
+    text = AUTH_ALIASES.get(text, text)
+    if text not in ("off", "writes", "all"):
+        raise ValueError(f"PRUNESCAPE_AUTH must be off, writes or all (1 means writes), not {value!r}")
+    return text  # type: ignore[return-value]
 
 
 class Settings(BaseSettings):
@@ -21,7 +41,7 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
 
-    auth: bool = False
+    auth: AuthMode = "off"
     max_grid_size: int = Field(41, ge=1, description="largest grid side (points per axis)")
     max_runs_per_study: int = Field(20000, ge=1)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
@@ -30,9 +50,31 @@ class Settings(BaseSettings):
     heartbeat_s: float = 30.0
     check_dataset_paths: bool = True  # the API checks dataset paths exist (workers share the files)
 
-    api_url: str | None = None  # where the dashboard reaches the API; None = the serving origin
+    # Where the mounted dashboard reaches the API (`prunescape serve` sets its own address); None =
+    # the local address of the socket each request came in on. Never taken from a request header.
+    api_url: str | None = None
+    # Host header values the server answers (comma-separated; `*` = any); None = LOOPBACK_HOSTS
+    # (`prunescape serve` adds the host it binds). Others get a 400: DNS rebinding needs a name.
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = None
     dashboard_api_timeout: float = 60.0
     db_retry_after_s: int = 5  # Retry-After of a 503 when the database is unreachable
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth_mode(cls, value: Any) -> AuthMode:
+        return parse_auth_mode(value)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> list[str] | None:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        return [str(host).strip().lower() for host in value] if value is not None else None
+
+    @property
+    def auth_mode(self) -> AuthMode:
+        """The auth mode, also when code assigned `auth` directly (assignments are not validated)."""
+        return parse_auth_mode(self.auth)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -26,7 +26,7 @@ def test_migration_builds_the_models_schema(settings):
         "ix_runs_study_ids",
     } <= run_indexes
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0003"
 
 
 def test_sqlite_pragmas_and_downgrade(tmp_path):

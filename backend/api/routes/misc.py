@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 
-from backend.api.deps import ArtefactId, SessionDep, SettingsDep
+from backend.api.deps import ArtefactId, ReaderDep, SessionDep, SettingsDep
 from backend.api.schemas import READ_ERRORS, HealthOut
 from backend.services import studies as svc
 from backend.services.storage import artefact_store_health
@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 
 @router.get("/artefacts/{artefact_id}", response_class=FileResponse)
-def download_artefact(artefact_id: ArtefactId, session: SessionDep, settings: SettingsDep) -> Any:
+def download_artefact(
+    artefact_id: ArtefactId, session: SessionDep, settings: SettingsDep, _reader: ReaderDep
+) -> Any:
     path, filename = svc.artefact_file(session, artefact_id, settings)
     return FileResponse(path, filename=filename, media_type="application/octet-stream")
 
