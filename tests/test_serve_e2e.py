@@ -68,7 +68,7 @@ def _screenshot_native_study(url: str, study_id: int, run_id: int) -> None:
             page.set_default_timeout(60_000)
             page.goto(f"{url}/studies/{study_id}")
             page.wait_for_function(
-                "document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 3"
+                "() => document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 3"
             )
             page.locator("#study-cost .js-plotly-plot").first.wait_for()  # accuracy vs latency / size
             page.locator("#study-kept .js-plotly-plot").first.wait_for()  # where u50 cut filters

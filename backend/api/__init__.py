@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import sessionmaker
 
+from backend.api.security import install_security
 from backend.db.session import get_engine
 from backend.services.errors import FieldError, ServiceError
 from backend.settings import Settings, get_settings
@@ -60,10 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(misc.router, prefix=API_PREFIX)
 
+    script_hashes: list[str] = []
     try:
         from frontend.app import mount_dashboard
     except ImportError as exc:  # the dashboard is optional for the API
         log.info("dashboard not mounted: %s", exc)
     else:
-        mount_dashboard(app, settings)
+        script_hashes = list(mount_dashboard(app, settings).csp_hashes())
+    install_security(app, settings, script_hashes=script_hashes)  # outermost: hosts, CSP, headers
     return app
