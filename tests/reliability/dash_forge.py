@@ -67,3 +67,35 @@ def plain_callbacks(dependencies: list[dict]) -> list[dict]:
 
 def response_text(body: Any) -> str:
     return body if isinstance(body, str) else json.dumps(body)
+
+
+def pattern_entry(entry: dict, name: Any, value: Any) -> dict | list[dict]:
+    """A pattern-matching input/state as the renderer sends it: the wildcard (MATCH / ALL) of
+    `entry`'s id filled with `name` (one component for MATCH, a list of one for ALL)."""
+    pattern = json.loads(entry["id"])
+    wildcard = next((v[0] for v in pattern.values() if isinstance(v, list)), "MATCH")
+    concrete = {key: (name if isinstance(v, list) else v) for key, v in pattern.items()}
+    item = {"id": concrete, "property": entry["property"], "value": value}
+    return [item] if wildcard in ("ALL", "ALLSMALLER") else item
+
+
+def forged_body(dep: dict, values: list[Any], name: Any = "x") -> dict:
+    """A body for `dep` with `values` for its inputs then states, in order (recycled when short);
+    pattern-matching entries get a component named `name`."""
+    entries = dep["inputs"] + dep["state"]
+    values = values or [None]
+    filled = []
+    for index, entry in enumerate(entries):
+        value = values[index % len(values)]
+        if entry["id"].startswith("{"):
+            filled.append(pattern_entry(entry, name, value))
+        else:
+            filled.append({"id": entry["id"], "property": entry["property"], "value": value})
+    inputs, state = filled[: len(dep["inputs"])], filled[len(dep["inputs"]) :]
+    return {
+        "output": dep["output"],
+        "outputs": _outputs(dep["output"]),
+        "inputs": inputs,
+        "state": state,
+        "changedPropIds": [f"{entry['id']}.{entry['property']}" for entry in dep["inputs"]],
+    }
