@@ -218,6 +218,22 @@ def test_serve_killed_with_sigkill_takes_its_redis_and_worker_with_it(tmp_path):
         redis_pid = int(redis.Redis(unix_socket_path=socket_path).info("server")["process_id"])
         _logged(log_path, r"Uvicorn running on")
         assert _alive(redis_pid) and _alive(worker_pid)
+        # the dashboard calls the API where serve listens, whatever port a forged Host names
+        from tests.reliability.dash_forge import CALLBACK_PATH, callback_body, find_callback
+
+        base = f"http://127.0.0.1:{port}"
+        load_studies = find_callback(
+            httpx.get(base + "/_dash-dependencies", timeout=30).json(), "studies-data"
+        )
+        forged = httpx.post(
+            base + CALLBACK_PATH,
+            json=callback_body(load_studies),
+            headers={"Host": "127.0.0.1:9"},
+            timeout=30,
+        )
+        assert forged.status_code == 200 and forged.json()["response"]["studies-data"]["data"] == {
+            "studies": []
+        }
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.monotonic() + 15
