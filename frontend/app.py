@@ -168,10 +168,20 @@ def mount_dashboard(app: FastAPI, settings: Any = None) -> Dash:
     return build_dash(app, make_client_factory(settings))
 
 
-def create_standalone(api_url: str) -> FastAPI:
-    """The dashboard as its own process, talking to the API at `api_url`."""
+def create_standalone(api_url: str, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The dashboard as its own process, talking to the API at `api_url`, with the API's Host check
+    and security headers (`allowed_hosts`: None = the loopback names)."""
+    # The one piece of the backend package the dashboard process uses: an ASGI middleware, no data.
+    from backend.api.security import SecurityMiddleware
+    from backend.settings import LOOPBACK_HOSTS
+
     server = FastAPI(title="prunescape dashboard", docs_url=None, redoc_url=None, openapi_url=None)
-    build_dash(server, make_client_factory(api_url=api_url))
+    dash_app = build_dash(server, make_client_factory(api_url=api_url))
+    server.add_middleware(
+        SecurityMiddleware,
+        allowed_hosts=allowed_hosts if allowed_hosts is not None else list(LOOPBACK_HOSTS),
+        script_hashes=dash_app.csp_hashes(),
+    )
     return server
 
 
@@ -180,10 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-url", default=os.environ.get("PRUNESCAPE_API_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8050)
+    parser.add_argument(
+        "--allowed-hosts",
+        default=os.environ.get("PRUNESCAPE_ALLOWED_HOSTS"),
+        help="Host names browsers use for this dashboard, comma-separated (default: loopback and --host)",
+    )
     args = parser.parse_args(argv)
     import uvicorn
 
-    uvicorn.run(create_standalone(args.api_url), host=args.host, port=args.port)
+    if args.allowed_hosts:
+        hosts = [name.strip().lower() for name in args.allowed_hosts.split(",") if name.strip()]
+    else:
+        hosts = ["127.0.0.1", "localhost", "::1", args.host.lower()]
+    uvicorn.run(create_standalone(args.api_url, hosts), host=args.host, port=args.port)
     return 0
 
 

@@ -44,10 +44,7 @@ def risk_box_figure(risk_rows: Sequence[dict], *, relative: bool = False, height
                 marker=dict(color=variant_colour(index), size=5, opacity=0.7),
                 line=dict(color=variant_colour(index)),
                 boxmean=True,
-                hovertemplate=label
-                + ": %{y:.3g}"
-                + (" %" if relative else " pp")
-                + "<extra></extra>",
+                hovertemplate=label + ": %{y:.3g}" + (" %" if relative else " pp") + "<extra></extra>",
             )
         )
     if not fig.data:
@@ -55,7 +52,9 @@ def risk_box_figure(risk_rows: Sequence[dict], *, relative: bool = False, height
     base_layout(fig, height=height)
     fig.update_layout(showlegend=False)
     fig.update_xaxes(
-        title_text="variant", categoryorder="array", categoryarray=[plotly_text(r["variant"]) for r in risk_rows]
+        title_text="variant",
+        categoryorder="array",
+        categoryarray=[plotly_text(r["variant"]) for r in risk_rows],
     )
     fig.update_yaxes(
         title_text="relative loss d/f(best) (%)" if relative else "accuracy loss vs own best (pp)",

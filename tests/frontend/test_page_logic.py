@@ -321,3 +321,18 @@ def test_run_details_show_the_workers_device_time_and_fast_path():
     text = str(details)
     assert "cuda:0" in text and "12.3" in text and "batch_size=128" in text
     assert "cuda_graph, channels_last, optimizer=sgd-fused" in text and "amp_bf16" not in text
+
+
+def test_the_standalone_dashboard_checks_hosts_and_sends_the_security_headers():
+    from fastapi.testclient import TestClient
+
+    from frontend.app import create_standalone
+
+    with TestClient(create_standalone("http://127.0.0.1:9", ["dash.example"])) as client:
+        page = client.get("/")  # Host: testserver, the address TestClient's socket stands in for
+        assert page.status_code == 200 and "_dash-config" in page.text
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "script-src 'self' 'sha256-" in page.headers["content-security-policy"]
+        assert client.get("/", headers={"Host": "dash.example:8050"}).status_code == 200
+        refused = client.get("/", headers={"Host": "evil.example"})
+        assert refused.status_code == 400 and "PRUNESCAPE_ALLOWED_HOSTS" in refused.json()["detail"]
