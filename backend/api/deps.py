@@ -103,19 +103,23 @@ def _missing_token(what: str) -> HTTPException:
     return HTTPException(401, f"missing Authorization header; send 'Bearer <token>' {what}", UNAUTHENTICATED)
 
 
-def require_reader(request: Request, settings: SettingsDep, session: SessionDep) -> Caller:
+async def require_reader(request: Request, settings: SettingsDep, session: SessionDep) -> Caller:
     """Reads: open with auth off or `writes` (a valid token there unlocks full run errors; a bad one
-    counts as none), a valid token required with `all`."""
+    counts as none), a valid token required with `all`. Async, and the token lookup alone in the
+    thread pool: every read passes here, most with no token to look up (see get_db)."""
     mode = settings.auth_mode
     if mode == "off":
         return NO_AUTH
+    has_header = bool(request.headers.get("authorization"))
     if mode == "all":
-        caller = _token_holder(request, session)
+        caller = await run_in_threadpool(_token_holder, request, session) if has_header else None
         if caller is None:
             raise _missing_token("(this server requires a token for reads too)")
         return caller
+    if not has_header:
+        return Caller()
     try:
-        return _token_holder(request, session) or Caller()
+        return await run_in_threadpool(_token_holder, request, session) or Caller()
     except HTTPException:
         return Caller()
 

@@ -21,7 +21,6 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.settings import LOOPBACK_HOSTS
@@ -141,10 +140,13 @@ class SecurityMiddleware:
 
     @staticmethod
     def _add_headers(message: Message, csp: bytes) -> None:
-        headers = MutableHeaders(scope=message)
+        # Raw header tuples (lower-case names): this runs for every response of the server.
+        headers = list(message.get("headers") or [])
+        present = {name.lower() for name, _value in headers}
         for name, value in (*FIXED_HEADERS, (b"content-security-policy", csp)):
-            if name.decode() not in headers:
-                headers.append(name.decode(), value.decode())
+            if name not in present:
+                headers.append((name, value))
+        message["headers"] = headers
 
     async def _docs_page(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI's docs template, its inline script allowed by the hash of what it rendered (the
