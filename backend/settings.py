@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# off: no tokens; writes: every write needs one (what PRUNESCAPE_AUTH=1 has always meant);
-# all: every read too (the dashboard's pages included). /health stays open for probes.
-AuthMode = Literal["off", "writes", "all"]
+
+class AuthMode(StrEnum):
+    """off: no tokens; writes: every write needs one (what PRUNESCAPE_AUTH=1 has always meant);
+    all: every read too (the dashboard's pages included). /health stays open for probes.
+    Compares equal to its text; false only when off, so `if settings.auth:` still means "auth on"."""
+
+    OFF = "off"
+    WRITES = "writes"
+    ALL = "all"
+
+    def __bool__(self) -> bool:
+        return self is not AuthMode.OFF
+
+    def __str__(self) -> str:
+        return self.value
+
+
 AUTH_ALIASES = {"1": "writes", "true": "writes", "yes": "writes", "on": "writes",
                 "0": "off", "false": "off", "no": "off", "": "off"}  # fmt: skip
 # Host names every server answers to: what a browser on the machine itself sends.
@@ -20,13 +35,15 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def parse_auth_mode(value: Any) -> AuthMode:
     """`value` (a mode, a bool, or 1/0/true/false/yes/no/on) as an auth mode."""
+    if isinstance(value, AuthMode):
+        return value
     if isinstance(value, bool):
-        return "writes" if value else "off"
+        return AuthMode.WRITES if value else AuthMode.OFF
     text = str(value).strip().lower()
     text = AUTH_ALIASES.get(text, text)
     if text not in ("off", "writes", "all"):
         raise ValueError(f"PRUNESCAPE_AUTH must be off, writes or all (1 means writes), not {value!r}")
-    return text  # type: ignore[return-value]
+    return AuthMode(text)
 
 
 class Settings(BaseSettings):
@@ -41,7 +58,7 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
 
-    auth: AuthMode = "off"
+    auth: AuthMode = AuthMode.OFF
     max_grid_size: int = Field(41, ge=1, description="largest grid side (points per axis)")
     max_runs_per_study: int = Field(20000, ge=1)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)

@@ -76,6 +76,7 @@ def test_auth_off_needs_no_token(client):
 def test_the_auth_setting_is_a_mode_and_1_still_means_writes(monkeypatch, value, mode):
     monkeypatch.setenv("PRUNESCAPE_AUTH", value)
     assert Settings().auth == mode
+    assert bool(Settings().auth) is (mode != "off")  # `if settings.auth:` still means "auth is on"
     assert Settings(auth=True).auth == "writes" and Settings(auth=False).auth == "off"
 
 
