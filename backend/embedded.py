@@ -116,7 +116,7 @@ class EmbeddedService:
 
     def _reconcile_loop(self) -> None:
         from backend.db.session import session_factory
-        from backend.services.dispatch import reconcile
+        from workers.dispatch import reconcile
 
         interval = min(RECONCILE_EVERY_S, max(1.0, self.settings.reconcile_after_s / 2))
         make_session = session_factory(self.settings)
@@ -217,7 +217,7 @@ def own_url(host: str, port: int) -> str:
 
 def serve_hosts(host: str) -> list[str]:
     """The Host names serve answers by default: loopback, the bound host, and the machine's names
-    when it binds every interface (its IP addresses are served anyway: see backend.api.security)."""
+    when it binds every interface (its IP addresses are served anyway: see backend.web_security)."""
     from backend.settings import LOOPBACK_HOSTS
 
     names = list(LOOPBACK_HOSTS)

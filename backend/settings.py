@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -9,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from workers.engine.catalog import MAX_DATASET_BYTES
 
 
 class AuthMode(StrEnum):
@@ -65,7 +69,15 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="deliveries of one run before it is failed")
     reconcile_after_s: float = Field(600.0, gt=0, description="heartbeat age after which a run is requeued")
     heartbeat_s: float = 30.0
-    check_dataset_paths: bool = True  # the API checks dataset paths exist (workers share the files)
+    check_dataset_paths: bool = True  # the API checks dataset files exist (workers share the files)
+    # Directories a study's dataset.path may lie in, besides the data directory (always allowed, and
+    # last: a relative dataset path is taken from the first listed root, else the data directory).
+    # Env PRUNESCAPE_DATA_ROOTS: paths separated by os.pathsep (":" on Linux), or a JSON list.
+    # Paths are taken literally (no `~` expansion); the API and the worker both confine to them.
+    data_roots: Annotated[list[Path], NoDecode] = []
+    max_dataset_bytes: int = Field(
+        MAX_DATASET_BYTES, ge=1, description="decoded bytes a run may load (4 GiB; catalog.MAX_DATASET_BYTES)"
+    )
 
     # Where the mounted dashboard reaches the API (`prunescape serve` sets its own address); None =
     # the local address of the socket each request came in on. Never taken from a request header.
@@ -75,6 +87,22 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[list[str] | None, NoDecode] = None
     dashboard_api_timeout: float = 60.0
     db_retry_after_s: int = 5  # Retry-After of a 503 when the database is unreachable
+    # /health answers the broker part from one cached probe (workers/broker_health.py): how long a
+    # result is kept, and how long a request waits for a fresh one before answering the last one.
+    broker_probe_max_age_s: float = Field(5.0, ge=0)
+    broker_probe_wait_s: float = Field(3.0, gt=0, le=30)
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        # pydantic-settings would parse a list env var as JSON only; the path-list form is the
+        # one operators write (PATH-style), so both are read here.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
+        return value
 
     @field_validator("auth", mode="before")
     @classmethod
@@ -105,6 +133,16 @@ class Settings(BaseSettings):
     def artifact_root(self) -> Path:
         assert self.artifact_dir is not None
         return Path(self.artifact_dir).resolve()
+
+    @property
+    def dataset_roots(self) -> list[Path]:
+        """Where dataset paths may lie: the listed data roots, then the data directory (resolved)."""
+        roots: list[Path] = []
+        for root in (*self.data_roots, self.data_dir):
+            resolved = Path(os.path.realpath(root))
+            if resolved not in roots:
+                roots.append(resolved)
+        return roots
 
     @property
     def is_sqlite(self) -> bool:

@@ -11,10 +11,11 @@ extension widens them (a study's stored spec always holds the ranges it has now)
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.engine import catalog
 from workers.engine.errors import DataError
@@ -22,7 +23,14 @@ from workers.engine.errors import DataError
 NAME_MAX = 200
 VARIANT_NAME_MAX = 64
 VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-MAX_STEP = 3.0  # log10 units; keeps 10 ** (step * i) finite for any allowed grid
+MAX_STEP = 3.0  # log10 units between grid neighbours
+# Hard sanity bounds, checked before anything is built from a grid (the service's own, smaller
+# limits come after: settings.max_grid_size, max_runs_per_study). A grid index beyond +-MAX_INDEX
+# or an axis longer than MAX_AXIS_POINTS is never a study anyone means.
+MAX_AXIS_POINTS = 1001
+MAX_INDEX = 10_000
+# Every grid value must be a finite, normal float > 0: its log10 must stay within these bounds.
+GRID_LOG10_MIN, GRID_LOG10_MAX = -300.0, 300.0
 
 PRUNED_KINDS = ("structured", "unstructured")
 QUANTISED_KINDS = ("int8", "mixed", "fp16")
@@ -75,19 +83,25 @@ class DatasetSpec(_Strict):
     def _positive_shape(cls, shape: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
         if shape is not None and any(d < 1 for d in shape):
             raise ValueError("every dimension of synthetic_shape must be >= 1")
+        if shape is not None and any(d > catalog.SYNTHETIC_MAX_SIDE for d in shape):
+            raise ValueError(f"every dimension of synthetic_shape must be <= {catalog.SYNTHETIC_MAX_SIDE}")
         return shape
 
     @model_validator(mode="after")
-    def _path_exists(self, info: ValidationInfo) -> DatasetSpec:
-        check = True if info.context is None else info.context.get("check_paths", True)
+    def _format(self) -> DatasetSpec:
+        # Format only: whether the files exist, and lie inside the allowed data roots, depends on
+        # the server's settings (backend/services/dataset_paths.py; the worker checks again), and a
+        # stored spec must still parse after those change.
         info_ds = catalog.DATASETS[self.name]
         if info_ds.needs_path and not self.path:
             raise ValueError(f"dataset.path is required for {self.name}; expected {info_ds.layout}")
-        if check and info_ds.needs_path:
-            try:
-                catalog.check_dataset_path(self.name, self.path)
+        if self.name == "synthetic":
+            try:  # the default cap here; the API checks the operator's setting too
+                catalog.check_synthetic_size(
+                    self.synthetic_shape, self.synthetic_size, catalog.MAX_DATASET_BYTES
+                )
             except DataError as exc:
-                raise ValueError(f"dataset.path: {exc}") from exc
+                raise ValueError(str(exc)) from None
         return self
 
 
@@ -150,7 +164,9 @@ class GridSpec(_Strict):
     lr_centre: float = Field(gt=0, description="learning rate at the prior (grid centre)")
     wd_centre: float = Field(gt=0, description="weight decay at the prior (grid centre)")
     step: float = Field(0.2, gt=0, le=MAX_STEP, description="log10 units between neighbours")
-    size: int = Field(9, ge=1, description="points per axis; odd, so the prior is the centre")
+    size: int = Field(
+        9, ge=1, le=MAX_AXIS_POINTS, description="points per axis; odd, so the prior is the centre"
+    )
     lr_range: tuple[int, int] | None = Field(None, description="inclusive lr index range (extensions)")
     wd_range: tuple[int, int] | None = Field(None, description="inclusive wd index range (extensions)")
 
@@ -160,6 +176,18 @@ class GridSpec(_Strict):
         if size % 2 == 0:
             raise ValueError(f"size must be odd so the prior is the centre point (got {size})")
         return size
+
+    @field_validator("lr_range", "wd_range")
+    @classmethod
+    def _bounded_range(cls, rng: tuple[int, int] | None) -> tuple[int, int] | None:
+        if rng is None:
+            return rng
+        lo, hi = rng
+        if not (-MAX_INDEX <= lo <= hi <= MAX_INDEX):
+            raise ValueError(f"an index range low..high with -{MAX_INDEX} <= low <= high <= {MAX_INDEX}")
+        if hi - lo + 1 > MAX_AXIS_POINTS:
+            raise ValueError(f"{hi - lo + 1} points per axis is above {MAX_AXIS_POINTS}")
+        return rng
 
     @model_validator(mode="after")
     def _ranges(self) -> GridSpec:
@@ -172,7 +200,27 @@ class GridSpec(_Strict):
             lo, hi = rng
             if lo > -half or hi < half:
                 raise ValueError(f"{name} must contain the base grid {-half}..{half} (got {lo}..{hi})")
+        for axis, centre in (("learning rate", self.lr_centre), ("weight decay", self.wd_centre)):
+            lo, hi = self.lr_range if axis == "learning rate" else self.wd_range  # type: ignore[misc]
+            for index in (lo, hi):
+                exponent = math.log10(centre) + self.step * index
+                if not GRID_LOG10_MIN <= exponent <= GRID_LOG10_MAX:
+                    raise ValueError(
+                        f"the {axis} at grid index {index} would be 1e{exponent:+.0f}: every grid value must "
+                        f"be a finite number > 0 (between 1e{GRID_LOG10_MIN:.0f} and 1e+{GRID_LOG10_MAX:.0f}); "
+                        "use a smaller step, fewer points or another centre"
+                    )
         return self
+
+    @property
+    def lr_count(self) -> int:
+        lo, hi = self.lr_range  # type: ignore[misc]
+        return hi - lo + 1
+
+    @property
+    def wd_count(self) -> int:
+        lo, hi = self.wd_range  # type: ignore[misc]
+        return hi - lo + 1
 
     @property
     def lr_indices(self) -> list[int]:
@@ -192,7 +240,7 @@ class GridSpec(_Strict):
 
     @property
     def n_points(self) -> int:
-        return len(self.lr_indices) * len(self.wd_indices)
+        return self.lr_count * self.wd_count
 
 
 def grid_value(centre: float, step: float, index: int) -> float:
@@ -341,10 +389,10 @@ def count_runs(spec: StudySpec) -> dict[str, int]:
 
 def check_limits(spec: StudySpec, *, max_grid_size: int, max_runs_per_study: int) -> None:
     """Raise SpecError when the grid or the run count is above the service's caps."""
-    for name, indices in (("lr_range", spec.grid.lr_indices), ("wd_range", spec.grid.wd_indices)):
-        if len(indices) > max_grid_size:
+    for name, count in (("lr_range", spec.grid.lr_count), ("wd_range", spec.grid.wd_count)):
+        if count > max_grid_size:
             field = "grid.size" if spec.grid.size > max_grid_size else f"grid.{name}"
-            raise SpecError(field, f"{len(indices)} points per axis is above the limit of {max_grid_size}")
+            raise SpecError(field, f"{count} points per axis is above the limit of {max_grid_size}")
     total = count_runs(spec)["total"]
     if total > max_runs_per_study:
         raise SpecError(
@@ -355,5 +403,10 @@ def check_limits(spec: StudySpec, *, max_grid_size: int, max_runs_per_study: int
 
 
 def parse_spec(data: Any, *, check_paths: bool = True) -> StudySpec:
-    """Validate a spec dict (e.g. the one stored with a study); raises pydantic.ValidationError."""
-    return StudySpec.model_validate(data, context={"check_paths": check_paths})
+    """Validate a spec dict (e.g. the one stored with a study); raises pydantic.ValidationError.
+
+    The model checks format only; `check_paths` is accepted for existing callers and has no effect:
+    dataset files are checked against the settings by `backend.services.dataset_paths`.
+    """
+    del check_paths
+    return StudySpec.model_validate(data)

@@ -171,9 +171,9 @@ def mount_dashboard(app: FastAPI, settings: Any = None) -> Dash:
 def create_standalone(api_url: str, allowed_hosts: list[str] | None = None) -> FastAPI:
     """The dashboard as its own process, talking to the API at `api_url`, with the API's Host check
     and security headers (`allowed_hosts`: None = the loopback names)."""
-    # The one piece of the backend package the dashboard process uses: an ASGI middleware, no data.
-    from backend.api.security import SecurityMiddleware
+    # An ASGI middleware, no data: the dashboard still reaches data only through the HTTP API.
     from backend.settings import LOOPBACK_HOSTS
+    from backend.web_security import SecurityMiddleware
 
     server = FastAPI(title="prunescape dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     dash_app = build_dash(server, make_client_factory(api_url=api_url))

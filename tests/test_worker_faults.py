@@ -13,8 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from backend.db.models import EpochMetric, Run
 from backend.db.session import get_engine
-from backend.services.dispatch import dispatch_ready, reconcile
-from backend.services.studies import create_study
+from backend.services.study_creation import create_study
 from backend.settings import Settings
 from backend.spec import parse_spec
 from tests.workers.conftest import (
@@ -24,6 +23,7 @@ from tests.workers.conftest import (
     wait_for,
     worker_env,
 )
+from workers.dispatch import dispatch_ready, reconcile
 
 EPOCHS = 25
 SPEC = {

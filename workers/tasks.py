@@ -1,6 +1,6 @@
 """The one Celery task: `prunescape.execute_run(run_id)`.
 
-Claim the run in the database, run its job (workers/jobs.py), store the result, release the runs
+Claim the run in the database, run its job (workers/jobs/), store the result, release the runs
 that waited on it and dispatch them. The task is idempotent: a second delivery of the same id finds
 the run claimed or finished and does nothing. `execute()` is the same without Celery (tests, CLI).
 
@@ -28,9 +28,12 @@ import sqlalchemy as sa
 from celery import shared_task
 from sqlalchemy.orm import Session
 
+from backend.artefact_layout import rewind_rel
+from backend.db import lifecycle
 from backend.db.models import Artefact, Run, Variant
 from backend.db.session import UNREACHABLE_ERRORS, retry_while_unreachable, session_factory
-from backend.services import lifecycle
+from backend.db.study_purge import purge_if_released
+from backend.json_values import json_safe
 from backend.settings import Settings, get_settings
 from workers.celery_app import TASK_NAME
 
@@ -103,6 +106,9 @@ def execute(run_id: int, *, settings: Settings | None = None, worker_name: str |
         if claim.attempts >= settings.max_attempts:
             _fail(db, run_id, worker, text, settings)
             return Outcome(run_id, "failed", f"attempts exhausted: {exc}")
+        if _cancel_requested(db, run_id):  # cancelled (or its study deleted) meanwhile: no retry
+            db(lambda s: _end_cancelled(s, run_id, worker, settings), what=f"cancelling run {run_id}")
+            return Outcome(run_id, "cancelled", f"cancelled after an error: {exc}")
         db(lambda s: lifecycle.requeue_after_error(s, run_id, worker, text), what=f"requeueing run {run_id}")
         raise RetryableError(run_id, text) from exc
     finally:
@@ -119,7 +125,8 @@ def execute(run_id: int, *, settings: Settings | None = None, worker_name: str |
         _dispatch(session, run_id, settings)
         status = session.scalar(sa.select(Run.status).where(Run.id == run_id))
         session.commit()
-        return Outcome(run_id, status or "unknown", released=len(released))
+        # No row: its study was being deleted, and this run was the last one it waited for.
+        return Outcome(run_id, status or "purged with its study", released=len(released))
 
     return db(finish, what=f"storing the result of run {run_id}")
 
@@ -136,6 +143,11 @@ def _error_text(exc: BaseException, settings: Settings) -> str:
     ):
         return f"artefact directory {settings.artifact_root} (PRUNESCAPE_ARTIFACT_DIR): {exc.strerror}: '{path}'\n{text}"
     return text
+
+
+def _end_cancelled(session: Session, run_id: int, worker: str, settings: Settings) -> None:
+    lifecycle.finish_run(session, run_id, worker, status="cancelled")
+    _dispatch(session, run_id, settings)
 
 
 def _fail(db: Any, run_id: int, worker: str, error: str, settings: Settings) -> None:
@@ -226,6 +238,8 @@ def load_input(session: Session, run_id: int, settings: Settings) -> Any:
         variant_spec=dict(variant.spec or {}),
         spec=dict(study.spec),
         artifact_root=settings.artifact_root,
+        data_roots=tuple(settings.dataset_roots),
+        max_dataset_bytes=settings.max_dataset_bytes,
         lr=run.lr,
         wd=run.wd,
         seed=run.seed,
@@ -240,15 +254,19 @@ def load_input(session: Session, run_id: int, settings: Settings) -> Any:
     elif run.kind in ("prune", "quantise") and dependency is not None:
         inp.source_model, inp.source_status = dependency.model_path, dependency.status
     elif run.kind == "measure":
-        if variant.kind == "base":
+        if variant.kind in ("structured", "unstructured"):
+            inp.source_model = variant.model_path
+        elif dependency is not None and dependency.status == "succeeded":
+            if variant.kind == "base":
+                inp.source_model = dependency.model_path  # the base model trained at the prior
+            else:  # the quantise run at the prior: its ONNX model, and the fp32 model it came from
+                inp.quantised_model = dependency.model_path
+                source_run = session.get(Run, dependency.depends_on_id) if dependency.depends_on_id else None
+                inp.source_model = source_run.model_path if source_run is not None else None
+        elif variant.kind == "base" and dependency is None:  # planned before measure waited on the prior
             prior = _base_prior_run(session, run.study_id, variant.id)
             if prior is not None and prior.status == "succeeded" and prior.model_path:
                 inp.source_model = prior.model_path
-        elif variant.kind in ("structured", "unstructured"):
-            inp.source_model = variant.model_path
-        else:
-            source = session.get(Variant, variant.source_variant_id) if variant.source_variant_id else None
-            inp.source_model = source.model_path if source is not None else None
     session.commit()
     return inp
 
@@ -267,12 +285,10 @@ def _base_prior_run(session: Session, study_id: int, base_variant_id: int) -> Ru
 
 
 def _rewind_weights(session: Session, run: Run, variant: Variant, prune_run: Run | None) -> str | None:
-    from workers import jobs
-
     if prune_run is None or prune_run.depends_on_id is None:
         return None
     epoch = (variant.spec or {}).get("rewind_epoch")
-    return jobs.rewind_rel(run.study_id, prune_run.depends_on_id, int(epoch)) if epoch is not None else None
+    return rewind_rel(run.study_id, prune_run.depends_on_id, int(epoch)) if epoch is not None else None
 
 
 def store_result(session: Session, inp: Any, worker: str, result: Any) -> list[int] | None:
@@ -311,32 +327,24 @@ def store_result(session: Session, inp: Any, worker: str, result: Any) -> list[i
         top1=result.top1,
         top5=result.top5,
         loss=result.loss,
-        result=_json_safe(result.result),
+        result=json_safe(result.result),
         model_path=result.model_path,
         checkpoint_path=result.checkpoint_path,
         epochs_done=result.epochs_done,
     )
 
 
-def _json_safe(value: Any) -> Any:
-    import math
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _dispatch(session: Session, run_id: int, settings: Settings) -> None:
-    """Send the runs this one released. Broker trouble leaves them `pending` for the reconciler."""
+    """After a run ended: purge its study if it was being deleted and this was the last run
+    running, else send the runs this one released (broker trouble leaves them `pending` for the
+    reconciler)."""
     study_id = session.scalar(sa.select(Run.study_id).where(Run.id == run_id))
     session.commit()
-    if study_id is None or not settings.broker_url:
+    if study_id is None or purge_if_released(session, study_id, settings.artifact_root):
         return
-    from backend.services.dispatch import dispatch_ready
+    if not settings.broker_url:
+        return
+    from workers.dispatch import dispatch_ready
 
     try:
         dispatch_ready(session, study_id, settings)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from backend.analysis.records import AnalysisReport
+from backend.analysis.records import AnalysisReport, level_key
 
 
 def register(subparsers: Any) -> None:
@@ -102,17 +102,29 @@ def format_report(report: AnalysisReport) -> str:
     out.append("\nBest point")
     out.append(
         format_table(
-            ["variant", "runs", "diverged", report.metric, "lr", "wd", "ties"],
+            ["variant", "runs", "diverged", report.metric, "95% CI (seeds)", "lr", "wd", "ties"],
             [
                 [r.variant, r.n_runs, r.n_diverged]
                 + (
-                    [r.best.value, f"{r.best.lr:.4g}", f"{r.best.wd:.4g}", r.best.n_ties]
+                    [r.best.value, _interval(r.best.ci_low, r.best.ci_high)]
+                    + [f"{r.best.lr:.4g}", f"{r.best.wd:.4g}", r.best.n_ties]
                     if r.best
-                    else ["-"] * 4
+                    else ["-"] * 5
                 )
                 for r in results
             ],
         )
+    )
+    out.append("Seed noise (percentage points; an x-ROI is within noise when x < 2 x noise)")
+    keys = [level_key(x) for x in sorted(report.roi_levels, reverse=True)]
+    rows = []
+    for r in results:
+        n = r.noise
+        source = "seeds" if n.source == "seeds" else "fit (estimate)"
+        within = [n.roi_within_noise.get(key) for key in keys]
+        rows.append([r.variant, n.std, source, n.n_points_used, *within, n.reason or ""])
+    out.append(
+        format_table(["variant", "noise", "source", "points", *[f"{k} within" for k in keys], "note"], rows)
     )
     out.append(f"ROI ellipses (k = {report.k:g}, coverage {_coverage(report):.2f} %; log10 units)")
     rows = []
@@ -190,7 +202,7 @@ def format_report(report: AnalysisReport) -> str:
         for key in sorted(r.shift, key=float, reverse=True):
             s = r.shift[key]
             if not s.tested:
-                rows.append([r.variant, key, "-", "-", "-", "-", "-", f"not tested: {s.reason}"])
+                rows.append([r.variant, key, "-", "-", "-", "-", "-", "-", f"not tested: {s.reason}"])
                 continue
             ci_wd = f"[{s.ci_low[0]:+.3f}, {s.ci_high[0]:+.3f}]"
             ci_lr = f"[{s.ci_low[1]:+.3f}, {s.ci_high[1]:+.3f}]"
@@ -203,10 +215,15 @@ def format_report(report: AnalysisReport) -> str:
                     f"{s.delta[1]:+.3f}",
                     ci_lr,
                     f"{s.p_value:.4f}",
+                    s.resampling,
                     s.verdict,
                 ]
             )
-    out.append(format_table(["variant", "ROI", "d wd", "95% CI", "d lr", "95% CI", "p", "verdict"], rows))
+    out.append(
+        format_table(
+            ["variant", "ROI", "d wd", "95% CI", "d lr", "95% CI", "p", "resampled", "verdict"], rows
+        )
+    )
 
     out.append("Grid extension (1.0-ROI on the grid's edge)")
     rows = []
@@ -219,6 +236,10 @@ def format_report(report: AnalysisReport) -> str:
         rows.append([r.variant, e.needed, e.n_points, sides or (e.reason or "")])
     out.append(format_table(["variant", "needed", "new points", "sides"], rows))
     return "\n".join(out)
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
 
 
 def _pct(fraction: float | None) -> float | None:

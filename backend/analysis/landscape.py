@@ -38,6 +38,10 @@ class Cells:
     run_ids: np.ndarray | None  # object (n_variants, n_lr, n_wd): list of run ids per cell
     runs_per_variant: np.ndarray  # runs with the metric, per variant
     diverged_per_variant: np.ndarray
+    # The runs' values sorted by (cell, seed) and their flat cell index: the seeds of each point,
+    # for the seed bootstrap (noise.py), independent of the order of the rows.
+    run_values: np.ndarray
+    run_cell: np.ndarray
 
     def variant_index(self, variant: str) -> int:
         try:
@@ -52,6 +56,13 @@ class Cells:
         iy, ix = np.nonzero(self.n[vi] > 0)
         xy = np.column_stack([self.axes.wd.log[ix], self.axes.lr.log[iy]])
         return iy, ix, xy
+
+    def point_runs(self, vi: int) -> np.ndarray:
+        """Values of variant ``vi``'s runs, point after point in the order of :meth:`coords`
+        (``n[vi][iy, ix]`` values per point), seeds ascending within a point."""
+        size = self.n.shape[1] * self.n.shape[2]
+        lo, hi = np.searchsorted(self.run_cell, [vi * size, (vi + 1) * size])
+        return self.run_values[lo:hi]
 
 
 def compute_cells(
@@ -84,6 +95,7 @@ def compute_cells(
     run_ids = None
     if table.run_id is not None:
         run_ids = _group_run_ids(table.run_id, cell_u, np.flatnonzero(use), size).reshape(nv, ny, nx)
+    by_cell = np.lexsort((table.seed[use], cell_u))
     shape = (nv, ny, nx)
     return Cells(
         variants=list(variants),
@@ -96,6 +108,8 @@ def compute_cells(
         run_ids=run_ids,
         runs_per_variant=np.bincount(v_idx[use], minlength=nv),
         diverged_per_variant=np.bincount(v_idx[use & table.diverged], minlength=nv),
+        run_values=vals[by_cell],
+        run_cell=cell_u[by_cell],
     )
 
 

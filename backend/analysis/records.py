@@ -7,8 +7,8 @@ ROI levels are keyed by ``level_key(x)``: ``"0.5"``, ``"1.0"``, ... (``repr(floa
 ``analyse(rows, ...)`` returns an :class:`AnalysisReport`; its ``to_dict()`` is the JSON the API
 serves and the dashboard draws. ``landscape_for(rows, variant, metric)`` returns one
 :class:`LandscapeRecord` (the ``landscape`` object below). Definitions and rules (ties, ROI
-tolerance, shift-test design): the docstrings of ``roi``, ``ellipse``, ``risk``, ``shift``,
-``extension``, ``colour``. Shape::
+tolerance, shift-test design, seed noise): the docstrings of ``roi``, ``ellipse``, ``risk``,
+``shift``, ``noise``, ``extension``, ``colour``. Shape::
 
     {
       "metric": "top1",                      # or "top5"
@@ -40,9 +40,12 @@ tolerance, shift-test design): the docstrings of ``roi``, ``ellipse``, ``risk``,
               "mean": [...], "std": [... | null],             # std over seeds (n-1); null when n = 1
               "n": [...], "n_diverged": [...],
               "run_ids": [[...], ...] | null}},               # null when no row had a run id
-          "best": {"value": 93.1,                            # ties: smallest lr, then smallest wd "x": -4.0, "y": -1.0, "wd": 1e-4, "lr": 0.1, "std": null, "n": 1,
+          "best": {"value": 93.1,                            # ties: smallest lr, then smallest wd
+                   "x": -4.0, "y": -1.0, "wd": 1e-4, "lr": 0.1, "std": null, "n": 1,
                    "run_ids": [...] | null,
-                   "ties": [[x, y], ...], "n_ties": 1} | null,
+                   "ties": [[x, y], ...], "n_ties": 1,
+                   "ci_low": 92.8 | null, "ci_high": 93.4 | null,  # seed bootstrap; null with one seed
+                   "ci_level": 0.95} | null,
           "roi": {"0.5": {"level": 0.5, "threshold": 92.6, "n_points": 7, "points": [[x, y], ...]}, ...},
           "ellipse": {"0.5": {"level": 0.5, "centre": [x, y], "centre_wd": ..., "centre_lr": ...,
                               "length": ..., "width": ..., "angle_deg": ...,   # major axis vs +x, (-90, 90]
@@ -60,15 +63,24 @@ tolerance, shift-test design): the docstrings of ``roi``, ``ellipse``, ``risk``,
                             "ci_low": [dx, dy], "ci_high": [dx, dy], "ci_level": 0.95,
                             "p_value": 0.001, "alpha": 0.05, "significant": true,
                             "verdict": "shift towards larger lr",
-                            "n_variant": 12, "n_base": 14, "n_boot": 1000, "n_perm": 1000, "seed": ...},
+                            "n_variant": 12, "n_base": 14, "n_boot": 1000, "n_perm": 1000, "seed": ...,
+                            "resampling": "roi points" | "seeds" | null},   # what the CI resampled
                     ...},
           "extension": {"level": 1.0, "needed": true,
                         "sides": [{"axis": "lr", "side": "high", "log10": -0.2, "value": 0.63,
                                    "index": 5 | null}, ...],
                         "new_lr_values": [...], "new_wd_values": [...],
                         "points": [[x, y], ...], "n_points": 9,
-                        "edge_points": [[x, y], ...], "reason": null | "..."}
-        }, ...
+                        "edge_points": [[x, y], ...], "reason": null | "..."},
+          "noise": {"std": 0.21 | null,              # percentage points (noise.py)
+                    "source": "seeds" | "fit",       # "fit": one seed, quadratic residuals: an estimate
+                    "estimate": false, "n_points_used": 81,
+                    "within_noise_below": 0.42 | null,              # 2 x std
+                    "roi_within_noise": {"0.5": false | true | null, "1.0": ...},   # x < 2 x std
+                    "reason": null | "only 4 points in the 2.0-ROI; ...",
+                    "n_boot": 1000 | 0, "ci_level": 0.95},
+          "roi_membership": {"0.5": [freq, ...], "1.0": [...]} | null   # per landscape point, in
+        }, ...                                                          # [0, 1]; null with one seed
       }
     }
 """
@@ -86,14 +98,6 @@ import numpy as np
 def level_key(level: float) -> str:
     """JSON key of an ROI level: ``0.5 -> "0.5"``, ``1 -> "1.0"``."""
     return repr(float(level))
-
-
-def clean_float(value: Any) -> float | None:
-    """A float for JSON: NaN and infinities become ``None``."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def clean_list(values: Any) -> list[float | None]:
@@ -202,6 +206,9 @@ class BestRecord(_Record):
     run_ids: list[Any] | None
     ties: list[list[float]]
     n_ties: int
+    ci_low: float | None  # seed bootstrap of the best value (noise.py); None with one seed
+    ci_high: float | None
+    ci_level: float
 
 
 @dataclass(frozen=True)
@@ -270,6 +277,7 @@ class ShiftRecord(_Record):
     n_boot: int
     n_perm: int
     seed: int | None
+    resampling: str | None  # "roi points" | "seeds" (what the CI resampled); None when not tested
 
 
 @dataclass(frozen=True)
@@ -303,6 +311,19 @@ class ColourScale(_Record):
 
 
 @dataclass(frozen=True)
+class NoiseRecord(_Record):
+    std: float | None  # percentage points
+    source: str  # "seeds" | "fit"
+    estimate: bool  # True for "fit": a residual std, not a measurement over seeds
+    n_points_used: int  # points with >= 2 seeds ("seeds"), or points of the 2.0-ROI fitted ("fit")
+    within_noise_below: float | None  # 2 x std: ROI levels below it are within noise
+    roi_within_noise: dict[str, bool | None]
+    reason: str | None  # why std is None
+    n_boot: int  # seed resamples behind best.ci_* and roi_membership; 0 with one seed
+    ci_level: float
+
+
+@dataclass(frozen=True)
 class SummaryTable(_Record):
     columns: list[str]
     rows: list[dict[str, Any]]
@@ -322,6 +343,8 @@ class VariantResult(_Record):
     risk: RiskRecord
     shift: dict[str, ShiftRecord]
     extension: ExtensionRecord
+    noise: NoiseRecord
+    roi_membership: dict[str, list[float]] | None  # aligned with landscape.points; None with one seed
 
 
 @dataclass(frozen=True)

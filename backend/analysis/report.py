@@ -5,9 +5,11 @@ imported file. Steps, all over numpy arrays (no loop over runs): the study's axe
 (:mod:`~backend.analysis.grid`), per-point aggregates of every variant
 (:mod:`~backend.analysis.landscape`), then per variant the best point and x-ROIs
 (:mod:`~backend.analysis.roi`), their confidence ellipses (:mod:`~backend.analysis.ellipse`), the
-performance risk over the base's 0.5-ROI (:mod:`~backend.analysis.risk`), the shift test against
-the base (:mod:`~backend.analysis.shift`) and the grid extension proposal
-(:mod:`~backend.analysis.extension`); finally the study-wide colour scale and the summary table.
+seed noise, the seed bootstrap of the best point and of the ROIs (:mod:`~backend.analysis.noise`),
+the performance risk over the base's 0.5-ROI (:mod:`~backend.analysis.risk`), the shift test
+against the base (:mod:`~backend.analysis.shift`; with seeds on both sides its CI comes from the
+seed bootstrap) and the grid extension proposal (:mod:`~backend.analysis.extension`); finally the
+study-wide colour scale and the summary table.
 The JSON shape is documented in :mod:`backend.analysis.records`.
 """
 
@@ -24,6 +26,7 @@ from backend.analysis.ellipse import confidence_ellipse, ellipse_reason
 from backend.analysis.extension import EXTENSION_LEVEL, propose_extension
 from backend.analysis.grid import GridSpec, build_axes
 from backend.analysis.landscape import Cells, compute_cells, landscape_record
+from backend.analysis.noise import SeedBootstrap, bootstrap_stream, noise_record, seed_bootstrap
 from backend.analysis.records import (
     AnalysisReport,
     BestRecord,
@@ -35,7 +38,7 @@ from backend.analysis.records import (
 )
 from backend.analysis.risk import RISK_LEVEL, performance_risk
 from backend.analysis.roi import best_index, roi_mask, roi_record
-from backend.analysis.shift import N_BOOT, N_PERM, not_tested, shift_test
+from backend.analysis.shift import CI_LEVEL, N_BOOT, N_PERM, not_tested, seed_resampled_deltas, shift_test
 from backend.analysis.summary import summary_table
 from backend.analysis.table import ResultsTable, as_table
 
@@ -58,6 +61,14 @@ def _stream(variant: str, level: float) -> tuple[int, int]:
     return zlib.crc32(variant.encode("utf-8")), round(level * 1000)
 
 
+def _seed_bootstrap(cells: Cells, vi: int, levels: list[float], seed: int) -> SeedBootstrap | None:
+    iy, ix, xy = cells.coords(vi)
+    rng = np.random.default_rng((int(seed), *bootstrap_stream(cells.variants[vi])))
+    return seed_bootstrap(
+        cells.point_runs(vi), cells.n[vi][iy, ix], cells.mean[vi][iy, ix], xy, levels, rng, N_BOOT
+    )
+
+
 def _variant_result(
     cells: Cells,
     vi: int,
@@ -68,6 +79,8 @@ def _variant_result(
     base_vals: np.ndarray | None,
     theta_r: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
     seed: int,
+    boot: SeedBootstrap | None,
+    base_boot: SeedBootstrap | None,
 ) -> VariantResult:
     variant = cells.variants[vi]
     iy, ix, xy = cells.coords(vi)
@@ -89,6 +102,9 @@ def _variant_result(
             run_ids=run_ids,
             ties=xy[tied].tolist(),
             n_ties=len(tied),
+            ci_low=None if boot is None else boot.best_ci[0],
+            ci_high=None if boot is None else boot.best_ci[1],
+            ci_level=CI_LEVEL,
         )
     rois: dict[str, RoiRecord] = {}
     ellipses: dict[str, EllipseRecord | None] = {}
@@ -111,14 +127,28 @@ def _variant_result(
             )
         else:
             base_mask = roi_mask(base_vals, level)
+            seed_deltas = None
+            if boot is not None and base_boot is not None:
+                seed_deltas = seed_resampled_deltas(boot.rois[key].centres, base_boot.rois[key].centres)
             shifts[key] = shift_test(
-                xy[mask], base_xy[base_mask], level=level, seed=seed, stream=_stream(variant, level)
+                xy[mask],
+                base_xy[base_mask],
+                level=level,
+                seed=seed,
+                stream=_stream(variant, level),
+                seed_deltas=seed_deltas,
             )
     if theta_r is None:
         risk = performance_risk(best.value if best else None, np.empty(0))
     else:
         r_iy, r_ix, r_xy = theta_r
         risk = performance_risk(best.value if best else None, cells.mean[vi][r_iy, r_ix], r_xy)
+    noise = noise_record(
+        vals, xy, cells.std[vi][iy, ix], cells.n[vi][iy, ix], levels, 0 if boot is None else boot.n_boot
+    )
+    membership = None
+    if boot is not None:
+        membership = {key: roi.membership.tolist() for key, roi in boot.rois.items()}
     ext_mask = roi_mask(vals, EXTENSION_LEVEL)
     extension = propose_extension(iy[ext_mask], ix[ext_mask], cells.axes.lr, cells.axes.wd)
     return VariantResult(
@@ -133,6 +163,8 @@ def _variant_result(
         risk=risk,
         shift=shifts,
         extension=extension,
+        noise=noise,
+        roi_membership=membership,
     )
 
 
@@ -163,15 +195,20 @@ def analyse(
     cells = compute_cells(table, metric, axes=axes, variants=variants)
 
     base_xy = base_vals = theta_r = None
+    boots = [_seed_bootstrap(cells, vi, levels, seed) for vi in range(len(variants))]
+    base_boot = None
     if base in variants:
         bi = variants.index(base)
         b_iy, b_ix, base_xy = cells.coords(bi)
         base_vals = cells.mean[bi][b_iy, b_ix]
         r_mask = roi_mask(base_vals, RISK_LEVEL)
         theta_r = (b_iy[r_mask], b_ix[r_mask], base_xy[r_mask])
+        base_boot = boots[bi]
 
     results = {
-        v: _variant_result(cells, vi, levels, k, base, base_xy, base_vals, theta_r, seed)
+        v: _variant_result(
+            cells, vi, levels, k, base, base_xy, base_vals, theta_r, seed, boots[vi], base_boot
+        )
         for vi, v in enumerate(variants)
     }
     return AnalysisReport(

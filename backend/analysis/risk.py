@@ -1,8 +1,9 @@
-"""Performance risk of not retuning after compression (SPEC section 5).
+"""Performance risk of not retuning after compression (docs/spec.md section 5).
 
 Theta_R = the base model's 0.5-ROI. For each theta in Theta_R where variant v has a result:
 
-- d_theta = f_v(theta*_v) - f_v(theta) (percentage points, >= 0);
+- d_theta = f_v(theta*_v) - f_v(theta) (percentage points, >= 0; a tie of the best within the
+  tie tolerance of roi.py counts as 0);
 - d^R_theta = d_theta / f_v(theta*_v) (a fraction: 0.01 means 1 % of v's best accuracy).
 
 Reported: mean, population standard deviation, quartiles (numpy's linear interpolation:
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend.analysis.records import RiskRecord, clean_points
+from backend.analysis.roi import TIE_TOL
 
 RISK_LEVEL = 0.5
 
@@ -73,6 +75,9 @@ def performance_risk(
     if best_value <= 0:
         raise ValueError("the best accuracy must be > 0 for the relative risk")
     d = best_value - vals[present]
+    # A tie of the best (within roi.TIE_TOL, the tie rule of the best point) is the best: d = 0,
+    # not -1e-14 from the binary rounding of two accuracies that are equal to the tolerance.
+    d[np.abs(d) <= TIE_TOL] = 0.0
     d_rel = d / best_value
     q = np.percentile(d, [25, 50, 75])
     q_rel = np.percentile(d_rel, [25, 50, 75])

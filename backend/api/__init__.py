@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import sessionmaker
 
-from backend.api.security import install_security
 from backend.db.session import get_engine
 from backend.services.errors import FieldError, ServiceError
+from backend.services.health import broker_health_cache
 from backend.settings import Settings, get_settings
+from backend.web_security import install_security
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.sessionmaker = sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+    app.state.broker_health = broker_health_cache(settings)
 
     @app.exception_handler(FieldError)
     async def _field_error(_request: Request, exc: FieldError) -> JSONResponse:

@@ -138,6 +138,14 @@ class CancelOut(BaseModel):
     status: str
 
 
+class DeleteOut(BaseModel):
+    """202 of DELETE /studies/{id}: the study waits for its running runs before it goes."""
+
+    study_id: int
+    deleted: bool = Field(description="false: marked `deleting`, removed when its runs have stopped")
+    waiting_for_runs: int = Field(description="runs asked to stop at their next epoch")
+
+
 class ExtendIn(BaseModel):
     """Rows / columns to add on each side of the grid, or `proposal: true` for the analysis' own."""
 
@@ -226,10 +234,16 @@ class CompareRow(BaseModel):
     size_sparse_bytes: int | None
     size_mb: float | None = Field(description="size_bytes / 1e6")
     latency: dict[str, Any] | None
-    best_top1: float | None
-    best_top5: float | None
-    best_lr: float | None
-    best_wd: float | None
+    best_top1: float | None = Field(
+        description="the analysis' best: the highest seed-mean top-1 over the grid (ties: smallest lr, then wd)"
+    )
+    best_top1_std: float | None = Field(
+        description="sample std over the seeds at that point (null: one seed)"
+    )
+    best_top1_n: int | None = Field(description="seeds at that point")
+    best_top5: float | None = Field(description="the analysis' best seed-mean top-5 (its own argmax)")
+    best_lr: float | None = Field(description="learning rate of the best top-1 point")
+    best_wd: float | None = Field(description="weight decay of the best top-1 point")
     finished_runs: int
 
 
@@ -263,6 +277,34 @@ class VariantOut(_Out):
 class VariantList(BaseModel):
     study_id: int
     items: list[VariantOut]
+
+
+class CatalogModel(BaseModel):
+    name: str
+    input_shape: list[int] = Field(description="(C, H, W) the architecture was designed for")
+    num_classes: int
+    family: str
+    description: str
+    min_side: int = Field(description="smallest input height / width it accepts")
+    structured_pruning: bool = Field(description="whether structured (filter) pruning is offered")
+    no_structured_pruning: str | None = Field(description="why not, when it is not")
+
+
+class CatalogDataset(BaseModel):
+    name: str
+    input_shape: list[int] | None = Field(description="null: decided by the spec or the files")
+    num_classes: int | None
+    needs_path: bool
+    layout: str = Field(description="what must be at dataset.path")
+
+
+class CatalogOut(BaseModel):
+    """What a study spec may name (the engine's catalog), for forms and clients."""
+
+    models: list[CatalogModel]
+    datasets: list[CatalogDataset]
+    variant_kinds: list[str]
+    flops_convention: str
 
 
 class HealthOut(BaseModel):

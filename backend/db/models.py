@@ -1,7 +1,6 @@
 """The schema as SQLAlchemy 2 typed ORM classes. Alembic (migrations/) creates it; never create_all.
 
-State lives here, not in the broker. Run status values (docs/contracts.md section 3):
-blocked | pending | queued | running | succeeded | failed | diverged | cancelled.
+State lives here, not in the broker. Run and study status words: `backend.run_states`.
 Grid indices: grid_i is the learning-rate index, grid_j the weight-decay index (backend/spec.py).
 """
 
@@ -12,13 +11,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-RUN_STATUSES = ("blocked", "pending", "queued", "running", "succeeded", "failed", "diverged", "cancelled")
-ACTIVE_STATUSES = ("blocked", "pending", "queued", "running")
-FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
-RUN_KINDS = ("train", "prune", "quantise", "measure")
-STUDY_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
-STUDY_KINDS = ("native", "imported")
 
 
 def utcnow() -> datetime:
@@ -41,8 +33,13 @@ class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING)
 
 
+# SQLite: ids are never reused (AUTOINCREMENT, migration 0003); Postgres sequences never reuse.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Study(Base):
     __tablename__ = "studies"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200))
@@ -61,7 +58,7 @@ class Study(Base):
 
 class Variant(Base):
     __tablename__ = "variants"
-    __table_args__ = (sa.UniqueConstraint("study_id", "name", name="uq_variants_study_name"),)
+    __table_args__ = (sa.UniqueConstraint("study_id", "name", name="uq_variants_study_name"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id", ondelete="CASCADE"), index=True)
@@ -93,6 +90,7 @@ class Run(Base):
         sa.Index("ix_runs_depends_on", "depends_on_id"),
         sa.Index("ix_runs_study_finished", "study_id", "finished_at"),
         sa.Index("ix_runs_study_ids", "study_id", "id"),  # run pages by id, a study's last run id
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -131,7 +129,10 @@ class Run(Base):
 
 class EpochMetric(Base):
     __tablename__ = "epoch_metrics"
-    __table_args__ = (sa.UniqueConstraint("run_id", "epoch", name="uq_epoch_metrics_run_epoch"),)
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "epoch", name="uq_epoch_metrics_run_epoch"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
@@ -147,6 +148,7 @@ class EpochMetric(Base):
 
 class Artefact(Base):
     __tablename__ = "artefacts"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), index=True)
@@ -161,6 +163,7 @@ class Artefact(Base):
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(100), unique=True)

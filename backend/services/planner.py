@@ -1,7 +1,7 @@
-"""Run planning (SPEC section 2, docs/contracts.md section 3): a pure function of a validated spec.
+"""Run planning (docs/spec.md section 2, docs/contracts.md section 3): a pure function of a validated spec.
 
 No database here: runs refer to each other by `RunKey`, and the caller resolves keys to ids
-(`backend.services.studies`). For an extension, pass the new grid points; the runs they need and
+(`backend.services.study_creation`, `study_extension`). For an extension, pass the new grid points; the runs they need and
 that already exist (a variant's prune run) are referenced by key all the same.
 """
 
@@ -67,8 +67,8 @@ def prune_key(variant: str) -> RunKey:
     return (variant, "prune", None, None, 0)
 
 
-def measure_key(variant: str) -> RunKey:
-    return (variant, "measure", None, None, 0)
+def quantise_key(variant: str, i: int, j: int, seed: int) -> RunKey:
+    return (variant, "quantise", i, j, seed)
 
 
 def plan_variants(spec: StudySpec) -> list[PlannedVariant]:
@@ -100,10 +100,10 @@ def plan_study(spec: StudySpec, points: Iterable[tuple[int, int]] | None = None)
                     PlannedRun(variant, "train", seed, i, j, grid.lr_at(i), grid.wd_at(j), depends_on)
                 )
 
-    # 1. base training at every point x seed; its measure run needs nothing.
+    # 1. base training at every point x seed; its measure run measures the model trained at the prior.
     trains(base, None)
     if whole:
-        plan.runs.append(PlannedRun(base, "measure", 0))
+        plan.runs.append(PlannedRun(base, "measure", 0, depends_on=train_key(base, 0, 0, 0)))
     # 2-3. per pruned variant: prune on the base run at the prior (seed 0), then retrain the grid.
     for v in spec.variants:
         if v.kind not in PRUNED_KINDS:
@@ -112,7 +112,8 @@ def plan_study(spec: StudySpec, points: Iterable[tuple[int, int]] | None = None)
             plan.runs.append(PlannedRun(v.name, "prune", 0, depends_on=train_key(base, 0, 0, 0)))
             plan.runs.append(PlannedRun(v.name, "measure", 0, depends_on=prune_key(v.name)))
         trains(v.name, prune_key(v.name))
-    # 4-5. per quantised variant: quantise each source train run; measure after the source's measure.
+    # 4-5. per quantised variant: quantise each source train run; measure the model the quantise run
+    # at the prior made (no third quantisation).
     for v in spec.variants:
         if v.kind not in QUANTISED_KINDS:
             continue
@@ -131,7 +132,7 @@ def plan_study(spec: StudySpec, points: Iterable[tuple[int, int]] | None = None)
                     )
                 )
         if whole:
-            plan.runs.append(PlannedRun(v.name, "measure", 0, depends_on=measure_key(v.source)))
+            plan.runs.append(PlannedRun(v.name, "measure", 0, depends_on=quantise_key(v.name, 0, 0, 0)))
     return plan
 
 

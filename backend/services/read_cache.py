@@ -12,17 +12,16 @@ cached body is never served after the data under it changed, whichever process c
 Bodies are stored as JSON bytes with their ETag (a hash of the bytes), so a hit costs the version
 query and a copy, not a recomputation or a re-validation through pydantic.
 
-What the version cannot see: an edit that bypasses the state machine (backend.services.lifecycle,
+What the version cannot see: an edit that bypasses the state machine (backend.db.lifecycle,
 the service's cancel / retry / extend), such as a hand-written UPDATE of an ended run's top1 that
-leaves status, finished_at and the study row alone. After one, call `invalidate_analysis` in each
-API process or restart them.
+leaves status, finished_at and the study row alone. After one, restart the API processes (or call
+`read_cache.clear()` in each).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -33,7 +32,8 @@ import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from backend.db.models import ACTIVE_STATUSES, Run, Study
+from backend.db.models import Run, Study
+from backend.run_states import ACTIVE
 from backend.services.errors import NotFound
 
 MAX_CACHE_BYTES = 64 * 1024 * 1024  # per process; a 10,000-run analysis is ~0.9 MB
@@ -71,9 +71,7 @@ class JsonBody:
 def _version_query() -> sa.Select:
     study_id = sa.bindparam("study_id")
     active = (
-        sa.select(sa.func.count())
-        .where(Run.study_id == study_id, Run.status.in_(ACTIVE_STATUSES))
-        .scalar_subquery()
+        sa.select(sa.func.count()).where(Run.study_id == study_id, Run.status.in_(ACTIVE)).scalar_subquery()
     )
     last_finished = sa.select(sa.func.max(Run.finished_at)).where(Run.study_id == study_id).scalar_subquery()
     last_run = sa.select(sa.func.max(Run.id)).where(Run.study_id == study_id).scalar_subquery()
@@ -117,10 +115,6 @@ def to_json_body(value: Any) -> JsonBody:
     etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
     gzipped = gzip.compress(body, compresslevel=1, mtime=0) if len(body) >= GZIP_MIN_BYTES else None
     return JsonBody(body, etag, gzipped)
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None
 
 
 class BodyCache:

@@ -61,3 +61,19 @@ def test_risk_of_the_base_on_itself_is_at_most_half_a_point(landscape):
     risk = report.results["base"].risk
     assert risk.n == report.results["base"].roi["0.5"].n_points and risk.missing == 0
     assert risk.min >= 0.0 and risk.max <= 0.5 + 1e-9
+
+
+@settings(max_examples=15, deadline=None)
+@given(arrays(np.float64, (3, 3, 3), elements=st.floats(80, 95, allow_nan=False)))
+def test_seed_bootstrap_stays_within_the_seeds_and_nests_the_rois(seeds):
+    rows = [
+        {"variant": "base", "lr": 10.0 ** (-2 + 0.2 * i), "wd": 10.0 ** (-5 + 0.2 * j), "seed": s, "top1": v}
+        for (i, j, s), v in np.ndenumerate(seeds)
+    ]
+    res = analyse(rows).results["base"]
+    # every resample's best lies between the highest lowest-seed and the highest seed
+    floor, top = seeds.min(axis=2).max(), seeds.max()
+    assert floor - 1e-9 <= res.best.ci_low <= res.best.ci_high <= top + 1e-9
+    small, large = np.array(res.roi_membership["0.5"]), np.array(res.roi_membership["1.0"])
+    assert np.all((small >= 0) & (small <= large) & (large <= 1))  # the same resamples for both levels
+    assert res.noise.source == "seeds" and res.noise.n_points_used == 9

@@ -12,7 +12,10 @@ from backend.analysis.synthetic import SyntheticVariant, rows_to_csv, synthetic_
 from backend.analysis.synthetic import main as synthetic_main
 from backend.cli.main import main as cli_main
 
-VARIANT_KEYS = {"best", "roi", "ellipse", "ellipse_reason", "risk", "shift", "extension", "landscape"}
+VARIANT_KEYS = {
+    "best", "roi", "ellipse", "ellipse_reason", "risk", "shift", "extension", "landscape", "noise",
+    "roi_membership",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,7 @@ def test_cli_text_and_json(tmp_path, capsys, shifted_rows):
     assert cli_main(["analyse", str(path)]) == 0
     text = capsys.readouterr().out
     assert "Shift vs base" in text and "shift towards larger lr" in text and "no significant shift" in text
+    assert "Seed noise" in text and "fit (estimate)" in text and "roi points" in text
     assert cli_main(["analyse", str(path), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["results"]["u60"]["shift"]["1.0"]["verdict"] == "shift towards larger lr"

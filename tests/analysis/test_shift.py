@@ -87,6 +87,10 @@ def test_verdict_words():
         verdict_words(True, np.array([0.3, 0.0]), np.array([0.1, -1]), np.array([0.5, 1]))
         == "shift towards larger wd"
     )
+    # an interval collapsed onto 0 (seed resampling that never moves wd) names no wd shift,
+    # whatever the rounding of the centres left in it
+    tiny = np.array([4e-16, 0.4])
+    assert verdict_words(True, tiny, tiny, np.array([4e-16, 0.44])) == "shift towards larger lr"
 
 
 def _study(shift_lr, shift_wd, seed):

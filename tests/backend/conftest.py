@@ -4,7 +4,6 @@ settings pointing at it, an app and a client; the broker is replaced by a record
 from __future__ import annotations
 
 import shutil
-import sys
 import types
 import uuid
 from collections.abc import Iterator
@@ -79,7 +78,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 
 @pytest.fixture
 def fake_dispatch(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """Stands in for backend.services.dispatch (the orchestration engineer's): records calls."""
+    """Stands in for the broker: `workers.dispatch.dispatch_ready` records the studies it was
+    asked to send (or fails like a broker that is down), the broker probe answers `health`."""
     calls: list[int] = []
     state = types.SimpleNamespace(calls=calls, fail=False, health={"ok": True, "workers": ["celery@test"]})
 
@@ -89,13 +89,11 @@ def fake_dispatch(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
         calls.append(study_id)
         return 0
 
-    module = types.ModuleType("backend.services.dispatch")
-    module.dispatch_ready = dispatch_ready
-    module.broker_health = lambda: state.health
-    monkeypatch.setitem(sys.modules, "backend.services.dispatch", module)
-    import backend.services as services_pkg
+    import workers.broker_health
+    import workers.dispatch
 
-    monkeypatch.setattr(services_pkg, "dispatch", module, raising=False)
+    monkeypatch.setattr(workers.dispatch, "dispatch_ready", dispatch_ready)
+    monkeypatch.setattr(workers.broker_health, "probe_broker", lambda _settings: state.health)
     return state
 
 

@@ -1,6 +1,6 @@
 """Cached reads (landscape, analysis, run pages) never outlive the data under them, on SQLite and
 Postgres. Results are written the way a worker writes them: claim + finish through
-backend.services.lifecycle on an engine of its own (another process, as far as the API's cache
+backend.db.lifecycle on an engine of its own (another process, as far as the API's cache
 can tell), never through the API, so nothing but the study's data version tells the API."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db import lifecycle
 from backend.db.models import Run, Variant
 from backend.db.session import make_engine
-from backend.services import lifecycle
 from tests.backend.conftest import DEMO_SPEC
 
 API = "/api/v1"

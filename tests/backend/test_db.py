@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
@@ -25,8 +27,13 @@ def test_migration_builds_the_models_schema(settings):
         "ix_runs_depends_on",
         "ix_runs_study_ids",
     } <= run_indexes
-    with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0003"
+    from alembic.script import ScriptDirectory
+
+    from backend.db.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(str(settings.database_url))).get_current_head()
+    with engine.connect() as conn:  # one linear history, and the database at its head
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == head
 
 
 def test_sqlite_pragmas_and_downgrade(tmp_path):
@@ -53,7 +60,11 @@ def test_database_down_is_503_with_retry_after(tmp_path, fake_dispatch):
         assert client.get("/api/v1/health").json()["database"]["ok"] is False
 
 
-def test_health_reports_broker_and_workers(client, fake_dispatch):
+def test_health_reports_broker_and_workers(settings, fake_dispatch):
+    from backend.api import create_app
+
+    settings.broker_probe_max_age_s = 0.3  # the broker part is one cached probe, fresh for 0.3 s here
+    client = TestClient(create_app(settings))
     body = client.get("/api/v1/health").json()
     assert body["artefacts"]["ok"] is True and body["artefacts"]["free_bytes"] > 0
     assert {k: v for k, v in body.items() if k != "artefacts"} == {
@@ -63,6 +74,8 @@ def test_health_reports_broker_and_workers(client, fake_dispatch):
         "workers": ["celery@test"],
     }
     fake_dispatch.health = {"ok": False, "error": "connection refused"}
+    assert client.get("/api/v1/health").json()["status"] == "ok"  # the cached probe, still fresh
+    time.sleep(0.4)
     body = client.get("/api/v1/health").json()
     assert body["status"] == "degraded" and body["workers"] == []
 
@@ -80,3 +93,54 @@ def test_health_says_when_runs_could_not_write_their_artefacts(client, settings)
     assert artefact_store_health(root / "not" / "yet" / "made")["ok"] is True  # the first run creates it
     low = artefact_store_health(root.parent, min_free_bytes=2**62)  # more than any disk has
     assert low["ok"] is False and "MiB free" in low["error"]
+
+
+def test_ids_are_never_reused_after_a_delete(client, settings, fake_dispatch):
+    """Issue 13: SQLite handed a deleted study's ids to the next study (max(id) + 1), so a worker
+    still finishing a deleted run wrote into the new study's run. AUTOINCREMENT (migration 0003) and
+    Postgres sequences never reuse an id."""
+    from tests.backend.conftest import DEMO_SPEC
+
+    first = client.post("/api/v1/studies", json=DEMO_SPEC).json()
+    runs = client.get(f"/api/v1/studies/{first['id']}/runs", params={"limit": 1000}).json()["items"]
+    assert client.delete(f"/api/v1/studies/{first['id']}").status_code == 204
+    second = client.post("/api/v1/studies", json=DEMO_SPEC).json()
+    new_runs = client.get(f"/api/v1/studies/{second['id']}/runs", params={"limit": 1000}).json()["items"]
+    assert second["id"] > first["id"]
+    assert min(r["id"] for r in new_runs) > max(r["id"] for r in runs)
+    assert min(r["variant_id"] for r in new_runs) > max(r["variant_id"] for r in runs)
+
+
+def test_the_autoincrement_migration_keeps_every_row_and_reference(tmp_path):
+    """Migration 0003 rebuilds each SQLite table: rows, ids and foreign keys survive (no cascade
+    fires while the parents are rebuilt), and downgrading gives the plain tables back."""
+    from backend.db.migrate import downgrade, upgrade
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'm.db'}")
+    upgrade(settings, "0002")
+    engine = sa.create_engine(str(settings.database_url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "insert into studies (id, name, kind, spec, status, created_at, updated_at) "
+            "values (7, 's', 'native', '{}', 'pending', '2026-12-01', '2026-12-01')"
+        )
+        conn.exec_driver_sql(
+            "insert into variants (id, study_id, name, kind, spec) values (3, 7, 'base', 'base', '{}')"
+        )
+        conn.exec_driver_sql(
+            "insert into runs (id, study_id, variant_id, kind, seed, status, attempts, cancel_requested, "
+            "epochs_done, created_at) values (11, 7, 3, 'train', 0, 'pending', 0, 0, 0, '2026-12-01')"
+        )
+    upgrade(settings)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select id, study_id, variant_id from runs").fetchall() == [(11, 7, 3)]
+        ddl = dict(
+            conn.exec_driver_sql("select name, sql from sqlite_master where type = 'table'").fetchall()
+        )
+        for table in ("studies", "variants", "runs", "epoch_metrics", "artefacts", "api_tokens"):
+            assert "AUTOINCREMENT" in ddl[table], table
+        assert conn.exec_driver_sql("pragma foreign_key_check").fetchall() == []
+    downgrade(settings, "0002")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select count(*) from runs").scalar() == 1
+    engine.dispose()

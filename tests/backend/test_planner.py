@@ -44,13 +44,15 @@ def test_dependencies():
         assert q.depends_on == ("base", "train", q.grid_i, q.grid_j, q.seed)
         assert (q.lr, q.wd) == next((r.lr, r.wd) for r in plan.runs if r.key == q.depends_on)
     measures = {r.variant: r.depends_on for r in plan.runs if r.kind == "measure"}
+    # Each variant is measured on the model it ships: the base trained at the prior, the pruned
+    # model, and the ONNX model the quantise run at the prior made (not quantised a third time).
     assert measures == {
-        "base": None,
+        "base": ("base", "train", 0, 0, 0),
         "u50": ("u50", "prune", None, None, 0),
-        "q8": ("base", "measure", None, None, 0),
+        "q8": ("q8", "quantise", 0, 0, 0),
     }
     ready = [r for r in plan.runs if r.depends_on is None]
-    assert len(ready) == 19  # 18 base trains + the base measure
+    assert len(ready) == 18  # the 18 base trains
 
 
 def test_grid_values_of_runs():

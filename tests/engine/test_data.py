@@ -5,11 +5,13 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
 import torch
 
+from workers.engine.catalog import CIFAR10_FILES, resolve_dataset_path
 from workers.engine.data import DatasetSpec, check_dataset, dataset_names, load_dataset, random_crop_flip
 from workers.engine.errors import DataError
 
@@ -269,3 +271,307 @@ def test_imagefolder_reads_train_and_val(tmp_path):
     x, y = next(iter(data.val_batches(4, device="cpu")))
     assert x.shape == (4, 3, 32, 32) and y.tolist() == [0, 0, 1, 1]
     assert [t.shape for t in data.calibration_batches(2, 2)] == [(2, 3, 32, 32)] * 2
+
+
+# ------------------------------------------------------------------- hostile files (issue 13)
+# Every loader refuses what its format never holds before it builds anything from it: a pickle's
+# globals, a file or a header bigger than the data set can be, a path outside the data roots.
+
+NP_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's array reconstructor, whatever its module
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Writes what Python 2's cPickle wrote for the published CIFAR-10 batches (protocol 2): every
+    str and bytes as a Python 2 `str` (BINSTRING) and the reconstructor under numpy 1.x's module."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj):
+        raw = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+    dispatch[str] = _save_py2_str
+
+    def save_global(self, obj, name=None):
+        if obj is NP_RECONSTRUCT:
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+def write_cifar_as(root, protocol, n_per_batch=3):
+    """CIFAR-10 batches with every key of the real files, pickled by `protocol` ("py2": as published)."""
+    rng = np.random.default_rng(1)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {
+            b"batch_label": f"{name} of 6".encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, n_per_batch)],
+            b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+            b"filenames": [f"img_{i}.png".encode() for i in range(n_per_batch)],
+        }
+        with open(folder / name, "wb") as f:
+            if protocol == "py2":
+                _Python2Pickler(f, protocol=2).dump(entry)
+            else:
+                pickle.dump(entry, f, protocol=protocol)
+        written[name] = entry
+    return folder, written
+
+
+@pytest.mark.parametrize("protocol", ["py2", 2, 3, 4, 5])
+def test_cifar10_real_format_loads_through_the_restricted_unpickler(tmp_path, protocol):
+    folder, written = write_cifar_as(tmp_path, protocol)
+    if protocol == "py2":  # the stand-in really is shaped like the published files
+        raw = (folder / "data_batch_1").read_bytes()
+        assert raw.startswith(b"\x80\x02}") and b"cnumpy.core.multiarray\n_reconstruct\n" in raw
+        assert b"_codecs" not in raw
+    data = load_dataset(DatasetSpec("cifar10", path=str(tmp_path)))
+    assert (data.n_train, data.n_val) == (15, 3)
+    x, y = next(data.val_batches(10, device="cpu"))
+    assert y.tolist() == written["test_batch"][b"labels"]
+    restored = x * torch.tensor(data.std).view(1, 3, 1, 1) + torch.tensor(data.mean).view(1, 3, 1, 1)
+    expected = torch.from_numpy(written["test_batch"][b"data"].reshape(3, 3, 32, 32)).float()
+    torch.testing.assert_close(restored * 255, expected, atol=1e-3, rtol=0)
+
+
+class _RunsCode:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
+
+
+def _calling(module: str, name: str, argument: str) -> bytes:
+    """A protocol-2 pickle that calls module.name(argument) while it loads."""
+    text = argument.encode()
+    return (
+        b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"X" + struct.pack("<I", len(text)) + text + b"\x85R."
+    )
+
+
+@pytest.mark.parametrize("how", ["reduce", "builtins.exec", "__builtin__.eval", "numpy gadget"])
+def test_cifar10_pickle_that_runs_code_is_refused_before_it_runs(tmp_path, how):
+    folder, _ = write_cifar(tmp_path)
+    marker = tmp_path / "ran"
+    batch = folder / "data_batch_2"
+    if how == "reduce":
+        entry = {b"data": np.zeros((1, 3072), np.uint8), b"labels": [_RunsCode(f"touch {marker}")]}
+        with open(batch, "wb") as f:
+            pickle.dump(entry, f)
+        refused = "posix.system"
+    elif how == "builtins.exec":
+        batch.write_bytes(_calling("builtins", "exec", f"open({str(marker)!r}, 'w').close()"))
+        refused = "builtins.exec"
+    elif how == "__builtin__.eval":  # Python 2's name, which the stock unpickler maps to builtins
+        batch.write_bytes(_calling("__builtin__", "eval", f"open({str(marker)!r}, 'w').close()"))
+        refused = "__builtin__.eval"
+    else:  # a numpy function that is not one of the array reconstructors
+        batch.write_bytes(_calling("numpy", "fromfile", str(folder / "data_batch_1")))
+        refused = "numpy.fromfile"
+    with pytest.raises(DataError) as info:
+        load_dataset(DatasetSpec("cifar10", path=str(tmp_path)))
+    assert str(info.value) == (
+        f"cifar10: {batch} refers to {refused}, which a CIFAR-10 batch never holds; refused"
+    )
+    assert not marker.exists()
+
+
+def test_cifar10_object_arrays_are_refused(tmp_path):
+    folder, _ = write_cifar(tmp_path)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.array([1, 2], dtype=object), b"labels": [0, 1]}, f)
+    with pytest.raises(DataError, match=r"test_batch holds a numpy array of dtype 'O8'.*refused"):
+        load_dataset(DatasetSpec("cifar10", path=str(tmp_path)))
+
+
+def test_cifar10_batch_bigger_than_a_batch_can_be_is_refused_unread(tmp_path):
+    folder, _ = write_cifar(tmp_path)
+    huge = folder / "data_batch_4"
+    with open(huge, "r+b") as f:
+        f.truncate(2**40)  # sparse: 1 TiB that costs no disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=rf"{huge} is 1099511627776 bytes, above the 67108864 bytes"):
+            load_dataset(DatasetSpec("cifar10", path=str(tmp_path)))
+        assert tracemalloc.get_traced_memory()[1] < 16 * 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_cifar10_files_count_against_the_dataset_cap(tmp_path):
+    folder, _ = write_cifar(tmp_path)
+    total = sum((folder / name).stat().st_size for name in CIFAR10_FILES)
+    assert load_dataset(DatasetSpec("cifar10", path=str(tmp_path)), max_bytes=total).n_train == 20
+    with pytest.raises(DataError, match=rf"cifar10: the files at {folder} hold {total} bytes, above the cap"):
+        load_dataset(DatasetSpec("cifar10", path=str(tmp_path)), max_bytes=total - 1)
+
+
+def _idx_header(magic: int, *dims: int) -> bytes:
+    return struct.pack(f">i{len(dims)}i", magic, *dims)
+
+
+def test_fashionmnist_sparse_huge_file_is_refused_without_reading_it(tmp_path):
+    write_fashion(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(_idx_header(2051, 6, 28, 28))
+    with open(path, "r+b") as f:
+        f.truncate(2**40)  # the issue's sparse 1 TiB file: MemoryError three times
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=rf"{path} holds {2**40 - 16} bytes after the header"):
+            load_dataset(DatasetSpec("fashionmnist", path=str(tmp_path)))
+        assert tracemalloc.get_traced_memory()[1] < 16 * 2**20
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_fashionmnist_header_above_the_cap_is_refused_before_the_body(tmp_path, gz):
+    write_fashion(tmp_path, gz=gz)
+    path = tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else ""))
+
+    def write(content: bytes) -> None:
+        if gz:
+            with gzip.open(path, "wb") as f:
+                f.write(content)
+        else:
+            path.write_bytes(content)
+
+    write(_idx_header(2051, 60000, 28, 28) + bytes(60000 * 28 * 28))  # the real set: 47 MB of pixels
+    with pytest.raises(DataError, match=rf"{path} declares 47040000 bytes .* above the cap of 1048576 bytes"):
+        load_dataset(DatasetSpec("fashionmnist", path=str(tmp_path)), max_bytes=2**20)
+    write(_idx_header(2051, 2**31 - 1, 2**31 - 1, 2**31 - 1))  # no body at all
+    with pytest.raises(DataError, match=r"declares \d+ bytes .* above the cap of 4294967296 bytes"):
+        load_dataset(DatasetSpec("fashionmnist", path=str(tmp_path)))
+    write(_idx_header(2051, -1, 28, 28))
+    with pytest.raises(DataError, match=r"dimensions \(-1, 28, 28\) must not be negative"):
+        load_dataset(DatasetSpec("fashionmnist", path=str(tmp_path)))
+
+
+def test_fashionmnist_gzip_bomb_stops_at_its_header_without_inflating(tmp_path):
+    write_fashion(tmp_path, gz=True)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    zeros = bytes(2**20)
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(_idx_header(2051, 3, 28, 28))
+        for _ in range(64):  # 64 MiB of zeros in ~64 KiB of gzip
+            f.write(zeros)
+    assert path.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=rf"{path} holds more than the 2352 bytes its dimensions"):
+            load_dataset(DatasetSpec("fashionmnist", path=str(tmp_path)))
+        assert tracemalloc.get_traced_memory()[1] < 16 * 2**20
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_fashionmnist_loads_up_to_the_cap_exactly(tmp_path, gz):
+    write_fashion(tmp_path, gz=gz)
+    pixels_and_labels = 6 * 784 + 6 + 3 * 784 + 3
+    data = load_dataset(DatasetSpec("fashionmnist", path=str(tmp_path)), max_bytes=pixels_and_labels)
+    assert (data.n_train, data.n_val) == (6, 3)
+    with pytest.raises(DataError, match="above the cap"):
+        load_dataset(DatasetSpec("fashionmnist", path=str(tmp_path)), max_bytes=pixels_and_labels - 1)
+
+
+def test_synthetic_size_is_capped_before_anything_is_allocated():
+    with pytest.raises(DataError, match=r"synthetic_shape must be <= 4096, got \[3, 100000, 100000\]"):
+        load_dataset(DatasetSpec("synthetic", synthetic_shape=(3, 100000, 100000)))
+    with pytest.raises(
+        DataError, match=r"synthetic: 512 x 3 x 4096 x 4096 = 25769803776 bytes, above the cap"
+    ):
+        load_dataset(DatasetSpec("synthetic", synthetic_shape=(3, 4096, 4096)))
+    small = DatasetSpec("synthetic", synthetic_shape=(1, 4, 4), synthetic_size=10)
+    assert load_dataset(small, max_bytes=160).n_train == 8
+    with pytest.raises(DataError, match="160 bytes, above the cap of 159 bytes"):
+        load_dataset(small, max_bytes=159)
+
+
+# ------------------------------------------------------------------------------------ confinement
+
+
+def _roots(tmp_path):
+    """tmp/roots/shared (an allowed root holding cifar/) and tmp/outside (a valid set, not allowed)."""
+    shared = tmp_path / "roots" / "shared"
+    shared.mkdir(parents=True)
+    write_cifar(shared / "cifar")
+    write_cifar(tmp_path / "outside")
+    return shared
+
+
+def test_paths_inside_a_root_load_absolute_relative_or_through_an_inner_symlink(tmp_path):
+    shared = _roots(tmp_path)
+    roots = [tmp_path / "unrelated", shared]
+    assert load_dataset(DatasetSpec("cifar10", path=str(shared / "cifar")), roots=roots).n_train == 20
+    # relative paths are taken from the first root
+    assert load_dataset(DatasetSpec("cifar10", path="cifar"), roots=[shared]).n_train == 20
+    (shared / "alias").symlink_to(shared / "cifar")
+    assert load_dataset(DatasetSpec("cifar10", path=str(shared / "alias")), roots=roots).n_train == 20
+    assert resolve_dataset_path("cifar/../cifar", [shared]) == (shared / "cifar").resolve()
+
+
+def test_paths_outside_every_root_are_refused_without_naming_the_roots(tmp_path):
+    shared = _roots(tmp_path)
+    outside = tmp_path / "outside"
+    (shared / "escape").symlink_to(outside)
+    attempts = {
+        "absolute": str(outside),
+        "dotdot": str(shared / ".." / ".." / "outside"),
+        "relative dotdot": "../../outside",
+        "symlink": str(shared / "escape"),
+    }
+    for how, path in attempts.items():
+        with pytest.raises(DataError) as info:
+            load_dataset(DatasetSpec("cifar10", path=path), roots=[shared])
+        message = str(info.value)
+        assert "outside the allowed data roots" in message and "PRUNESCAPE_DATA_ROOTS" in message, how
+        assert str(shared) not in message.replace(path, ""), how  # the roots are not listed
+        assert str(outside) not in message.replace(path, ""), how  # nor where a symlink points
+
+
+def test_a_file_symlinked_out_of_the_root_is_refused(tmp_path):
+    shared = _roots(tmp_path)
+    batch = shared / "cifar" / "cifar-10-batches-py" / "data_batch_1"
+    batch.unlink()
+    batch.symlink_to(tmp_path / "outside" / "cifar-10-batches-py" / "data_batch_1")
+    with pytest.raises(DataError, match="outside the allowed data roots"):
+        load_dataset(DatasetSpec("cifar10", path=str(shared / "cifar")), roots=[shared])
+
+
+@pytest.mark.parametrize("path", ["~/cifar", "~root/cifar", "~nosuchuser/cifar", "~"])
+def test_home_directories_are_never_expanded(tmp_path, path):
+    import os
+
+    shared = _roots(tmp_path)
+    with pytest.raises(DataError) as info:
+        resolve_dataset_path(path, [shared])
+    message = str(info.value)
+    assert "'~'" in message and "never expanded" in message
+    home = os.path.expanduser(path.split("/")[0])
+    assert home == path.split("/")[0] or home not in message
+
+
+def test_nul_empty_and_overlong_paths_are_refused(tmp_path):
+    shared = _roots(tmp_path)
+    for path, words in [
+        ("cifar\x00/etc", "NUL"),
+        ("", "required"),
+        ("a/" * 2100, "4200 characters, above the limit of 4096"),
+        ("x" * 300, "longer than 255 bytes"),
+    ]:
+        with pytest.raises(DataError, match=words):
+            resolve_dataset_path(path, [shared])

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi import checks as oa_checks
 
 from backend.analysis.synthetic import SyntheticVariant, rows_to_csv, synthetic_rows
-from backend.api.security import host_allowed
 from backend.db.models import Artefact, Run
 from backend.db.session import session_scope
 from backend.services.tokens import create_token
 from backend.settings import Settings
+from backend.web_security import host_allowed
 from tests.reliability.conftest import API, DEMO_SPEC, FUZZ_TALLY
 from tests.reliability.dash_forge import CALLBACK_PATH, forged_body
 

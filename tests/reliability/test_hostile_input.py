@@ -199,7 +199,8 @@ def test_100k_rows_are_refused_cleanly_and_quickly(tmp_path, sqlite_settings) ->
         print(f"100k-row CSV ({len(content) / 1e6:.1f} MB): {response.status_code} in {seconds:.2f} s")
         assert response.status_code == 422, response.text
         assert ["body", "file"] in _locs(response)
-        assert "100000 runs" in response.json()["detail"][0]["msg"]
+        # refused while it streams, by line count, before anything parses it
+        assert "20000 runs per study" in response.json()["detail"][0]["msg"]
         assert row_counts(settings) == before
         assert seconds < 30
 
@@ -282,3 +283,73 @@ def test_unknown_ids_are_404(path: str, client) -> None:
     response = client.get(API + path)
     assert response.status_code == 404
     assert "999999" in response.json()["detail"]
+
+
+# --- issue 13, items 5, 6 and 8: numbers bounded before anything is built from them ---------------
+@pytest.mark.parametrize("route", ["/studies", "/studies/plan"])
+@pytest.mark.parametrize(
+    "grid, field",
+    [
+        ({"size": 10_000_001}, "grid.size"),  # built a 10-million-entry list before the cap: 1 s, 600 MB
+        ({"size": 10**30 + 1}, "grid.size"),  # OverflowError -> 500
+        ({"lr_range": [-(10**30), 10**30]}, "grid.lr_range"),  # OverflowError -> 500
+        ({"wd_range": [-4, 10**12]}, "grid.wd_range"),
+    ],
+    ids=["ten-million", "1e30+1", "range-1e30", "range-1e12"],
+)
+def test_huge_grid_numbers_are_422_at_once_and_cost_nothing(
+    route, grid, field, client, sqlite_settings
+) -> None:
+    import tracemalloc
+
+    spec = _spec(**{f"grid__{k}": v for k, v in grid.items()})
+    before = row_counts(sqlite_settings)
+    tracemalloc.start()
+    started = time.perf_counter()
+    response = client.post(API + route, json=spec)
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert response.status_code == 422, response.text
+    assert any(_names(loc, field) for loc in _locs(response)), response.json()
+    assert peak < 20 * 2**20, f"the refusal allocated {peak / 2**20:.0f} MiB"
+    assert elapsed < 2.0
+    assert row_counts(sqlite_settings) == before
+
+
+@pytest.mark.parametrize(
+    "grid, field",
+    [
+        ({"lr_centre": 1e308, "wd_centre": 5e-324, "step": 3}, "grid"),  # lr = inf, wd = 0 at the edges
+        ({"lr_centre": 1e300, "step": 3, "size": 9}, "grid"),  # 1e300 * 10**12 = inf
+        ({"wd_centre": 1e-320, "step": 0.2}, "grid"),  # a subnormal centre underflows to 0 off-centre
+    ],
+    ids=["inf-and-zero", "overflow-at-edge", "underflow"],
+)
+def test_grid_values_that_overflow_or_underflow_are_422(grid, field, client, sqlite_settings) -> None:
+    """A grid whose values are not finite and > 0 at every point would store lr = Infinity (invalid
+    JSON in the runs list, 500 on /landscape and the JSON export)."""
+    before = row_counts(sqlite_settings)
+    response = client.post(f"{API}/studies", json=_spec(**{f"grid__{k}": v for k, v in grid.items()}))
+    assert response.status_code == 422, response.text
+    assert any(_names(loc, field) for loc in _locs(response)), response.json()
+    assert "finite" in response.text
+    assert row_counts(sqlite_settings) == before
+
+
+def test_extending_a_grid_past_representable_values_is_422_not_500(client) -> None:
+    spec = _spec(grid__lr_centre=1e290, grid__step=3.0, grid__size=3)
+    created = client.post(f"{API}/studies", json=spec)
+    assert created.status_code == 201, created.text
+    response = client.post(f"{API}/studies/{created.json()['id']}/extend", json={"lr_high": 10})
+    assert response.status_code == 422, response.text
+    assert "finite" in response.text
+
+
+@pytest.mark.parametrize("offset", ["9223372036854775808", "99999999999999999999999", "-1"])
+def test_out_of_range_offsets_are_422(offset, client) -> None:
+    for path in ("/studies", "/studies/1/runs"):
+        response = client.get(f"{API}{path}", params={"offset": offset})
+        assert response.status_code in (404, 422), (path, response.text)
+        assert response.status_code != 500
+    assert client.get(f"{API}/studies", params={"offset": offset}).status_code == 422

@@ -39,13 +39,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import Artefact, EpochMetric, Run, Study
 from backend.db.session import get_engine
-from backend.services.dispatch import reconcile, send_run
-from backend.services.studies import create_study
+from backend.services.study_creation import create_study
 from backend.settings import Settings, get_settings
 from backend.spec import parse_spec
 from tests.reliability.conftest import API, LiveServer, free_port
 from tests.reliability.proxy import CuttableProxy
 from tests.workers.conftest import stop_worker, wait_for, worker_env
+from workers.dispatch import reconcile, send_run
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {"succeeded", "failed", "diverged", "cancelled"}
@@ -633,7 +633,7 @@ def test_a_claim_or_finish_repeated_after_a_lost_reply_completes(
 ) -> None:
     """A worker whose COMMIT got through but whose connection dropped before the reply retries the
     same statement: it must find its own claim, and its own finish must still release dependents."""
-    from backend.services import lifecycle
+    from backend.db import lifecycle
 
     monkeypatch.delenv("PRUNESCAPE_BROKER_URL", raising=False)
     get_settings.cache_clear()

@@ -12,11 +12,11 @@ from sqlalchemy.orm import sessionmaker
 
 from backend.db.models import Run, Study
 from backend.db.session import get_engine
-from backend.services.dispatch import broker_health
-from backend.services.studies import create_study
+from backend.services.study_creation import create_study
 from backend.settings import Settings, get_settings
 from backend.spec import parse_spec
 from tests.workers.conftest import TINY_SPEC, start_worker, stop_worker, wait_for, worker_env
+from workers.broker_health import probe_broker as broker_health
 
 
 @pytest.mark.slow

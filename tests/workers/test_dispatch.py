@@ -11,14 +11,15 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.orm import sessionmaker
 
+from backend.db import lifecycle
 from backend.db.models import Run, utcnow
 from backend.db.session import get_engine
-from backend.services import lifecycle
-from backend.services.dispatch import broker_health, dispatch_ready, reconcile
-from backend.services.studies import create_study
+from backend.services.study_creation import create_study
 from backend.settings import Settings
 from backend.spec import parse_spec
 from tests.workers.conftest import TINY_SPEC
+from workers.broker_health import probe_broker as broker_health
+from workers.dispatch import dispatch_ready, reconcile
 
 
 def test_dispatch_and_reconcile(sqlite_db, redis_url, monkeypatch):
@@ -36,10 +37,10 @@ def test_dispatch_and_reconcile(sqlite_db, redis_url, monkeypatch):
         with make() as s:
             study_id = create_study(s, parse_spec(TINY_SPEC), Settings(data_dir=settings.data_dir)).id
             pending = s.scalars(sa.select(Run.id).where(Run.status == "pending").order_by(Run.id)).all()
-            assert len(pending) == 10  # 9 base trains + the base measure
-            assert dispatch_ready(s, study_id, settings) == 10
+            assert len(pending) == 9  # the 9 base trains (the base measure waits on the prior)
+            assert dispatch_ready(s, study_id, settings) == 9
             assert dispatch_ready(s, study_id, settings) == 0  # nothing twice
-            assert client.llen(queue) == 10
+            assert client.llen(queue) == 9
             assert set(s.scalars(sa.select(Run.status).where(Run.id.in_(pending)))) == {"queued"}
 
             # Old queued runs whose message still waits in Redis are left alone.
@@ -47,13 +48,13 @@ def test_dispatch_and_reconcile(sqlite_db, redis_url, monkeypatch):
             s.execute(sa.update(Run).where(Run.id.in_(pending)).values(queued_at=old))
             s.commit()
             assert reconcile(s, settings)["resent_queued"] == 0
-            assert client.llen(queue) == 10
+            assert client.llen(queue) == 9
 
             # Lost messages (queue emptied) are sent again, once.
             client.delete(queue)
-            assert reconcile(s, settings)["resent_queued"] == 10
+            assert reconcile(s, settings)["resent_queued"] == 9
             assert reconcile(s, settings)["resent_queued"] == 0
-            assert client.llen(queue) == 10
+            assert client.llen(queue) == 9
 
             # A running run whose worker stopped beating goes back to the queue.
             run_id = pending[0]

@@ -9,7 +9,7 @@ from sqlalchemy.orm import sessionmaker
 
 from backend.db.models import Artefact, EpochMetric, Run, Study, Variant
 from backend.db.session import get_engine
-from backend.services.studies import create_study
+from backend.services.study_creation import create_study
 from backend.spec import parse_spec
 from workers.tasks import execute
 
@@ -84,7 +84,7 @@ def test_every_run_kind_stores_its_results(sqlite_db):
             and variants["q8"].size_bytes < variants["base"].size_bytes
         )
         for v in variants.values():
-            assert v.latency["batches"]["1"]["median_ms"] > 0, v.name
+            assert v.latency["by_batch"]["1"]["median_ms"] > 0, v.name
             assert v.histograms and v.measured["environment"], v.name
         assert s.scalar(sa.select(sa.func.count()).select_from(Artefact)) >= 10
         assert s.get(Study, study_id).status == "succeeded"

@@ -9,9 +9,9 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db import lifecycle
 from backend.db.models import EpochMetric, Run, Study, Variant, utcnow
-from backend.services import lifecycle
-from backend.services.studies import create_study
+from backend.services.study_creation import create_study
 from backend.spec import parse_spec
 from tests.workers.conftest import TINY_SPEC, new_engine
 

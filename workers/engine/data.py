@@ -19,17 +19,19 @@ Augmentation per set (only when `augment=True`):
 Validation split: cifar10 and fashionmnist use their official test files; digits and synthetic
 use a seeded stratified `val_fraction` split. Normalisation uses the training split's per-channel
 mean and std (imagefolder: the ImageNet constants, as torchvision's recipes).
+
+Files named by a user are hostile until read: `load_dataset` confines the path to the data roots
+it is given, caps the decoded bytes (`max_bytes`) before allocating them, and reads CIFAR pickles
+with an unpickler that can build nothing but the dicts, lists, bytes and uint8 arrays the format
+holds (no pickle can run code here).
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import pickle
-import struct
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +41,22 @@ from torch import Tensor
 
 from workers.engine.catalog import (
     CIFAR10_FILES,
+    CIFAR_BATCH_MAX_BYTES,
     DATASETS,
     FASHIONMNIST_FILES,
+    MAX_BYTES_SETTING,
+    MAX_DATASET_BYTES,
+    SYNTHETIC_DEFAULT_SHAPE,
+    SYNTHETIC_DEFAULT_SIZE,
     check_dataset_path,
+    check_synthetic_size,
     cifar10_dir,
     fashionmnist_file,
+    resolve_dataset_path,
 )
+from workers.engine.cifar_pickle import read_cifar_batch
 from workers.engine.errors import DataError
+from workers.engine.idx import read_idx
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,9 +73,9 @@ class DatasetSpec:
     path: str | None = None
     seed: int = 0
     val_fraction: float = 0.2
-    synthetic_shape: tuple[int, int, int] = (3, 32, 32)
+    synthetic_shape: tuple[int, int, int] = SYNTHETIC_DEFAULT_SHAPE
     synthetic_classes: int = 10
-    synthetic_size: int = 512
+    synthetic_size: int = SYNTHETIC_DEFAULT_SIZE
     image_size: int = 224  # imagefolder only: side of the square crop fed to the model
 
     @classmethod
@@ -93,8 +104,8 @@ def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-def check_dataset(spec: DatasetSpec) -> None:
-    """Cheap check before any run is planned: names and files only, nothing parsed."""
+def check_dataset(spec: DatasetSpec, *, max_bytes: int = MAX_DATASET_BYTES) -> None:
+    """Cheap check before any run is planned: names, sizes and files only, nothing parsed."""
     if spec.name not in DATASETS:
         raise DataError(f"dataset.name: unknown data set {spec.name!r}; known: {', '.join(DATASETS)}")
     if not 0.0 < spec.val_fraction < 1.0:
@@ -107,6 +118,7 @@ def check_dataset(spec: DatasetSpec) -> None:
             raise DataError(f"dataset.synthetic_classes must be >= 2, got {spec.synthetic_classes}")
         if spec.synthetic_size < 2:
             raise DataError(f"dataset.synthetic_size must be >= 2, got {spec.synthetic_size}")
+        check_synthetic_size(shape, spec.synthetic_size, max_bytes)
     if spec.name == "imagefolder" and spec.image_size < 16:
         raise DataError(f"dataset.image_size must be >= 16, got {spec.image_size}")
     check_dataset_path(spec.name, spec.path)
@@ -325,40 +337,36 @@ def _digits(spec: DatasetSpec) -> TensorData:
     )
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    expected = DATASETS["cifar10"].layout
-    try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
-    except FileNotFoundError:
-        raise DataError(f"cifar10: {path} is missing; expected {expected}") from None
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a malformed file
-        raise DataError(f"cifar10: {path} is not a CIFAR-10 pickle ({exc}); expected {expected}") from exc
-    if not isinstance(entry, dict):
-        raise DataError(f"cifar10: {path} holds a {type(entry).__name__}, not a dict; expected {expected}")
-    images = entry.get(b"data", entry.get("data"))
-    labels = entry.get(b"labels", entry.get("labels"))
-    if images is None or labels is None:
-        raise DataError(f"cifar10: {path} has no b'data' / b'labels' entries; expected {expected}")
-    images = np.asarray(images)
-    labels = np.asarray(labels, dtype=np.int64)
-    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072:
-        raise DataError(
-            f"cifar10: {path} b'data' is {images.dtype} {images.shape}, expected uint8 N x 3072; "
-            f"expected {expected}"
-        )
-    if labels.shape != (images.shape[0],) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
-        raise DataError(
-            f"cifar10: {path} b'labels' must be {images.shape[0]} integers in 0..9; expected {expected}"
-        )
-    return images.reshape(-1, 3, 32, 32), labels
+def _confined(path: Path, roots: Sequence[str | os.PathLike[str]] | None) -> Path:
+    """`path` itself resolved inside the roots (a file symlinked out of its directory is refused)."""
+    return path if roots is None else resolve_dataset_path(path, roots)
 
 
-def _cifar10(spec: DatasetSpec) -> TensorData:
+def _cifar10(spec: DatasetSpec, roots: Sequence[str | os.PathLike[str]] | None, max_bytes: int) -> TensorData:
     check_dataset_path("cifar10", spec.path)
+    expected = DATASETS["cifar10"].layout
     folder = cifar10_dir(Path(spec.path))  # type: ignore[arg-type]
-    train = [_read_cifar_batch(folder / name) for name in CIFAR10_FILES[:-1]]
-    val_x, val_y = _read_cifar_batch(folder / CIFAR10_FILES[-1])
+    paths = [_confined(folder / name, roots) for name in CIFAR10_FILES]
+    # Sizes before any byte is read: the decoded arrays are about as big as the files.
+    total = 0
+    for path in paths:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise DataError(f"cifar10: {path} cannot be read ({exc.strerror}); expected {expected}") from None
+        if size > CIFAR_BATCH_MAX_BYTES:
+            raise DataError(
+                f"cifar10: {path} is {size} bytes, above the {CIFAR_BATCH_MAX_BYTES} bytes a CIFAR-10 batch "
+                f"can be; expected {expected}"
+            )
+        total += size
+    if total > max_bytes:
+        raise DataError(
+            f"cifar10: the files at {folder} hold {total} bytes, above the cap of {max_bytes} bytes a run "
+            f"may load ({MAX_BYTES_SETTING})"
+        )
+    train = [read_cifar_batch(path) for path in paths[:-1]]
+    val_x, val_y = read_cifar_batch(paths[-1])
     return TensorData(
         "cifar10",
         torch.from_numpy(np.concatenate([x for x, _ in train])),
@@ -371,47 +379,19 @@ def _cifar10(spec: DatasetSpec) -> TensorData:
     )
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (raw or .gz) of unsigned bytes: magic 2049 (labels, 1-d) or 2051 (images, 3-d)."""
-    expected = DATASETS["fashionmnist"].layout
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise DataError(f"fashionmnist: {path} is missing; expected {expected}") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"fashionmnist: {path} cannot be read ({exc}); expected {expected}") from exc
-    if len(raw) < 8:
-        raise DataError(f"fashionmnist: {path} is too short for an IDX header; expected {expected}")
-    magic = struct.unpack(">i", raw[:4])[0]
-    ndim = {2049: 1, 2051: 3}.get(magic)
-    if ndim is None:
-        raise DataError(
-            f"fashionmnist: {path} has magic number {magic}, expected 2049 (labels) or 2051 (images); "
-            f"expected {expected}"
-        )
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"fashionmnist: {path} is truncated in its header; expected {expected}")
-    dims = struct.unpack(f">{ndim}i", raw[4:header])
-    body = np.frombuffer(raw, dtype=np.uint8, offset=header)
-    if body.size != int(np.prod(dims)):
-        raise DataError(
-            f"fashionmnist: {path} holds {body.size} bytes after the header, its dimensions {dims} "
-            f"need {int(np.prod(dims))}; expected {expected}"
-        )
-    return body.reshape(dims)
-
-
-def _fashionmnist(spec: DatasetSpec) -> TensorData:
+def _fashionmnist(
+    spec: DatasetSpec, roots: Sequence[str | os.PathLike[str]] | None, max_bytes: int
+) -> TensorData:
     check_dataset_path("fashionmnist", spec.path)
     root = Path(spec.path)  # type: ignore[arg-type]
     arrays = {}
+    loaded = 0  # the cap counts the four files together
     for stem in FASHIONMNIST_FILES:
         path = fashionmnist_file(root, stem)
         assert path is not None  # check_dataset_path saw it
-        array = read_idx(path)
+        path = _confined(path, roots)
+        array = read_idx(path, max_bytes=max_bytes, already=loaded)
+        loaded += array.nbytes
         want_ndim = 3 if "images" in stem else 1
         if array.ndim != want_ndim:
             raise DataError(
@@ -548,15 +528,33 @@ class ImageFolderData(Data):
         return [x for x, _ in self._loader(subset, batch_size, "cpu", shuffle=False)]
 
 
-def load_dataset(spec: DatasetSpec) -> Data:
-    """Read the data set `spec` names; missing or malformed files raise DataError naming the path."""
-    check_dataset(spec)
+def load_dataset(
+    spec: DatasetSpec,
+    *,
+    roots: Sequence[str | os.PathLike[str]] | None = None,
+    max_bytes: int = MAX_DATASET_BYTES,
+) -> Data:
+    """Read the data set `spec` names; missing, malformed or oversized files raise DataError naming
+    the path.
+
+    roots: the directories a dataset path may lie in (`catalog.resolve_dataset_path`); the worker
+        passes the settings' data roots, so a stored spec is confined again before any file is
+        read. None trusts the path as given: the engine CLI and benchmarks, run by the machine's
+        own user on their own files.
+    max_bytes: the most decoded uint8 data the set may hold (default 4 GiB, `catalog.MAX_DATASET_BYTES`),
+        checked against file sizes, IDX headers and synthetic shapes before anything is allocated.
+        Image folders are decoded on the fly and not counted.
+    """
+    info = DATASETS.get(spec.name)
+    if roots is not None and info is not None and info.needs_path and spec.path:
+        spec = replace(spec, path=str(resolve_dataset_path(spec.path, roots)))
+    check_dataset(spec, max_bytes=max_bytes)
     if spec.name == "digits":
         return _digits(spec)
     if spec.name == "cifar10":
-        return _cifar10(spec)
+        return _cifar10(spec, roots, max_bytes)
     if spec.name == "fashionmnist":
-        return _fashionmnist(spec)
+        return _fashionmnist(spec, roots, max_bytes)
     if spec.name == "synthetic":
         return _synthetic(spec)
     return ImageFolderData(Path(spec.path), spec.image_size, spec.seed)  # type: ignore[arg-type]

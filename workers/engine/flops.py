@@ -1,4 +1,4 @@
-"""The one FLOP counter of prunescape (SPEC section 3).
+"""The one FLOP counter of prunescape (docs/spec.md section 3).
 
 `torch.utils.flop_counter.FlopCounterMode` counts 2 FLOPs per multiply-accumulate and only has
 formulas for matrix products and convolutions, so BN, activations, pooling and residual adds are
@@ -14,10 +14,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-FLOPS_CONVENTION = (
-    "FLOPs = 2 x multiply-accumulates of conv and linear layers, batch 1; "
-    "BN, activations, pooling and adds not counted"
-)
+from workers.engine.catalog import FLOPS_CONVENTION
+
+__all__ = ["FLOPS_CONVENTION", "count_flops"]
 
 # aten ops that conv and linear layers lower to (linear -> addmm/mm; batched linear -> bmm).
 _COUNTED_OPS = {"convolution", "_convolution", "mm", "addmm", "bmm", "baddbmm"}

@@ -1,9 +1,11 @@
-"""Measurements of a model (SPEC section 6): parameters, size, latency, weight histograms, environment.
+"""Measurements of a model (docs/spec.md section 6): parameters, size, latency, weight histograms, environment.
 
 Latency protocol: a fixed thread count (recorded), >= 10 warm-up and >= 50 timed runs per batch
 size, median and p90 in milliseconds per batch, `torch.cuda.synchronize` around every timed CUDA
 run. Smaller `warmup`/`runs` are allowed (quick checks, tests) but the result then says
-`meets_spec: false`, so such a figure is never shown as a SPEC measurement.
+`meets_spec: false`, so such a figure is never shown as a docs/spec.md measurement. `latency` times one
+runtime per call; `workers.engine.runtimes.latency_by_runtime` times a variant on every runtime
+under fixed names, which is what a variant's measurement stores.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +82,72 @@ def file_size_bytes(path: str | os.PathLike[str]) -> int:
 
 # --- latency -------------------------------------------------------------------------------------
 
+# Upper bounds on the protocol: a caller's numbers are bounded before anything is allocated from them.
+MAX_BATCH_SIZE = 4096
+MAX_WARMUP = 10_000
+MAX_RUNS = 100_000
+MAX_THREADS = 1024
 
-def _time_runs(run: Callable[[], Any], warmup: int, runs: int, sync: Callable[[], None]) -> list[float]:
+
+@dataclass(frozen=True)
+class LatencyProtocol:
+    """How one latency figure is taken: input shape, batch sizes, warm-up and timed runs, threads."""
+
+    input_shape: tuple[int, int, int]
+    batch_sizes: tuple[int, ...]
+    warmup: int
+    runs: int
+    threads: int
+
+    @property
+    def meets_spec(self) -> bool:
+        return self.warmup >= SPEC_MIN_WARMUP and self.runs >= SPEC_MIN_RUNS
+
+    def record(self) -> dict[str, Any]:
+        """The protocol part of a latency record; `by_batch` is filled by the caller."""
+        return {
+            "warmup": self.warmup,
+            "runs": self.runs,
+            "meets_spec": self.meets_spec,
+            "threads": self.threads,
+            "input_shape": list(self.input_shape),
+            "by_batch": {},
+            # Other work on the machine (a training run beside this one) inflates latency; the
+            # 1-minute load average at the start lets a reader judge a surprising figure.
+            "load_average_1m": _load_average(),
+        }
+
+
+def latency_protocol(
+    input_shape: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    warmup: int = 10,
+    runs: int = 50,
+    threads: int | None = None,
+) -> LatencyProtocol:
+    """Check and bound a latency protocol; `threads` defaults to torch's current thread count."""
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise MeasurementError(f"latency: input_shape must be (C, H, W), got {tuple(input_shape)}")
+    batches = tuple(int(b) for b in batch_sizes)
+    if warmup < 0 or runs < 1 or not batches or min(batches) < 1:
+        raise MeasurementError(
+            f"latency: need warmup >= 0, runs >= 1 and batch sizes >= 1, got {warmup}, {runs}, {batch_sizes}"
+        )
+    if warmup > MAX_WARMUP or runs > MAX_RUNS or max(batches) > MAX_BATCH_SIZE:
+        raise MeasurementError(
+            f"latency: warmup <= {MAX_WARMUP}, runs <= {MAX_RUNS} and batch sizes <= {MAX_BATCH_SIZE}, "
+            f"got {warmup}, {runs}, {batch_sizes}"
+        )
+    n_threads = int(threads) if threads is not None else torch.get_num_threads()
+    if not 1 <= n_threads <= MAX_THREADS:
+        raise MeasurementError(f"latency: threads must be in [1, {MAX_THREADS}], got {threads}")
+    return LatencyProtocol(shape, batches, int(warmup), int(runs), n_threads)  # type: ignore[arg-type]
+
+
+def time_runs(run: Callable[[], Any], warmup: int, runs: int, sync: Callable[[], None]) -> list[float]:
+    """Wall time in ms of `runs` calls of `run` after `warmup` untimed ones; `sync` ends each timed call."""
     for _ in range(warmup):
         run()
     sync()
@@ -93,7 +160,8 @@ def _time_runs(run: Callable[[], Any], warmup: int, runs: int, sync: Callable[[]
     return times_ms
 
 
-def _summary(times_ms: list[float], batch_size: int) -> dict[str, float]:
+def timing_summary(times_ms: list[float], batch_size: int) -> dict[str, float]:
+    """{median_ms, p90_ms, min_ms, images_per_s} of one batch size's timed runs."""
     median = statistics.median(times_ms)
     return {
         "median_ms": median,
@@ -124,41 +192,27 @@ def latency(
     """Latency per batch size of a torch module (on `device`, default CPU) or an ONNX model (ORT CPU).
 
     Returns {"runtime", "device", "device_name", "threads", "warmup", "runs", "meets_spec",
-    "input_shape", "by_batch": {"1": {"median_ms", "p90_ms", "min_ms", "images_per_s"}, ...}}.
-    `threads` defaults to torch's current thread count for both runtimes, so they compare.
+    "input_shape", "by_batch": {"1": {"median_ms", "p90_ms", "min_ms", "images_per_s"}, ...},
+    "load_average_1m"}, with `runtime` "torch" or "onnxruntime". `threads` defaults to torch's
+    current thread count for both runtimes, so they compare. One runtime per call: to time one
+    variant on every runtime under its runtime's fixed name, use `runtimes.latency_by_runtime`.
     """
-    shape = tuple(int(d) for d in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise MeasurementError(f"latency: input_shape must be (C, H, W), got {tuple(input_shape)}")
-    if warmup < 0 or runs < 1 or not batch_sizes or min(batch_sizes) < 1:
-        raise MeasurementError(
-            f"latency: need warmup >= 0, runs >= 1 and batch sizes >= 1, got {warmup}, {runs}, {batch_sizes}"
-        )
-    n_threads = int(threads) if threads is not None else torch.get_num_threads()
-    if n_threads < 1:
-        raise MeasurementError(f"latency: threads must be >= 1, got {threads}")
-    result: dict[str, Any] = {
-        "warmup": warmup,
-        "runs": runs,
-        "meets_spec": warmup >= SPEC_MIN_WARMUP and runs >= SPEC_MIN_RUNS,
-        "threads": n_threads,
-        "input_shape": list(shape),
-        "by_batch": {},
-        # Other work on the machine (a training run beside this one) inflates latency; the 1-minute
-        # load average at the start lets a reader judge a surprising figure.
-        "load_average_1m": _load_average(),
-    }
+    protocol = latency_protocol(
+        input_shape, batch_sizes=batch_sizes, warmup=warmup, runs=runs, threads=threads
+    )
+    shape = protocol.input_shape
+    result = protocol.record()
 
     if _is_onnx(model_or_onnx):
         from workers.engine.quantise import OnnxClassifier
 
         path = model_or_onnx.path if isinstance(model_or_onnx, OnnxClassifier) else model_or_onnx
-        classifier = OnnxClassifier(path, threads=n_threads)
-        result.update(runtime="onnxruntime", device="cpu", device_name=_cpu_model_name())
-        for batch in batch_sizes:
+        classifier = OnnxClassifier(path, threads=protocol.threads)
+        result.update(runtime="onnxruntime", device="cpu", device_name=cpu_model_name())
+        for batch in protocol.batch_sizes:
             x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
-            times = _time_runs(lambda x=x: classifier.predict(x), warmup, runs, lambda: None)
-            result["by_batch"][str(batch)] = _summary(times, batch)
+            times = time_runs(lambda x=x: classifier.predict(x), warmup, runs, lambda: None)
+            result["by_batch"][str(batch)] = timing_summary(times, batch)
         return result
 
     if not isinstance(model_or_onnx, nn.Module):
@@ -172,19 +226,19 @@ def latency(
     result.update(
         runtime="torch",
         device=str(dev),
-        device_name=torch.cuda.get_device_name(dev) if cuda else _cpu_model_name(),
+        device_name=torch.cuda.get_device_name(dev) if cuda else cpu_model_name(),
     )
     was_training = {m: m.training for m in model.modules()}
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
+    torch.set_num_threads(protocol.threads)
     original_device = next((p.device for p in model.parameters()), dev)
     try:
         model.to(dev).eval()
         with torch.inference_mode():
-            for batch in batch_sizes:
+            for batch in protocol.batch_sizes:
                 x = torch.randn((batch, *shape), device=dev)
-                times = _time_runs(lambda x=x: model(x), warmup, runs, sync)
-                result["by_batch"][str(batch)] = _summary(times, batch)
+                times = time_runs(lambda x=x: model(x), warmup, runs, sync)
+                result["by_batch"][str(batch)] = timing_summary(times, batch)
     finally:
         torch.set_num_threads(previous_threads)
         model.to(original_device)
@@ -255,7 +309,8 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
-def _cpu_model_name() -> str:
+def cpu_model_name() -> str:
+    """The CPU's model name as the OS reports it (what a CPU latency figure ran on)."""
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
@@ -273,11 +328,11 @@ def environment_info() -> dict[str, Any]:
         "torchvision": torchvision.__version__,
         "onnxruntime": onnxruntime.__version__,
         "platform": platform.platform(),
-        "cpu_model": _cpu_model_name(),
+        "cpu_model": cpu_model_name(),
         "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS_OF_INTEREST},
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if cuda else "cpu",
-        "device_name": torch.cuda.get_device_name(0) if cuda else _cpu_model_name(),
+        "device_name": torch.cuda.get_device_name(0) if cuda else cpu_model_name(),
         "cuda_version": torch.version.cuda if cuda else None,
     }

@@ -1,4 +1,4 @@
-"""The training recipe of the study (SPEC section 3) and the loop that runs it.
+"""The training recipe of the study (docs/spec.md section 3) and the loop that runs it.
 
 Recipe: SGD with momentum and weight decay coupled into the gradient exactly as `torch.optim.SGD`
 does (g <- g + wd * w before momentum), He initialisation, a step schedule that multiplies the LR by
@@ -10,42 +10,36 @@ augmentation, and `torch.manual_seed(recipe.seed)` fixes the He init.
 
 Fast path. None of these changes the recipe's meaning (model, optimiser, schedule, batch size,
 augmentation distribution, epochs); each is a recorded Recipe field or a constant named here, and
-`TrainResult.fast_path` says which ones took effect on the device the run used:
+`TrainResult.fast_path` says which ones took effect on the device the run used. What each buys,
+measured, is in docs/performance.md.
 - data on the device: small sets live there as uint8 and are cropped/flipped there in whole batches
   (`data.TensorData`); nothing crosses the host per step.
 - no host sync per step: loss and correct counts accumulate in device tensors and are read once per
   epoch. Consequently divergence (a NaN/inf loss) is detected at epoch granularity: the epoch in
   which the loss blows up still runs to its end.
-- `channels_last` (default on, every device): NHWC model and batches. On CUDA the layout
-  tensor-core convs want; on CPU oneDNN runs NHWC convs (depthwise included) without reordering
-  to and from its blocked layout on every call. The model is handed back in the default layout.
-  Measured on a 2-core AVX-512 EPYC (CPU epochs of bench/train_throughput.py, images/s vs both
-  CPU switches off): channels_last alone x1.1 resnet56, x1.5 mobilenetv2_cifar; cpu_malloc_cache
-  alone x1.1, x1.9; both x1.4, x2.6 (the reference loop: within 10 % of both off).
+- `channels_last` (default on, every device): NHWC model and batches (the layout tensor-core convs
+  want; on CPU oneDNN runs NHWC convs without reordering on every call). The model is handed back in
+  the default layout.
 - `cpu_malloc_cache` (default on, CPU with glibc only): for the length of the run glibc keeps
   freed memory instead of unmapping it (`mallopt`: no mmap'd chunks, no trimming), so the large
   activation buffers of every step are reused rather than page-faulted and zeroed again by the
-  kernel. mobilenetv2_cifar at batch 128 allocates tensors of 75-100 MB, above glibc's largest
-  mmap threshold (32 MB): without it a step took ~3.5 M page faults and ~7 s of system time.
-  The price is a resident set at the run's peak (+10-20 %) until the run ends; then the settings
-  go back to glibc's defaults (fixed, no longer adaptive) and the free memory is returned.
-  Numerics are untouched, so a run resumes exactly whatever this switch was.
+  kernel; the settings go back to glibc's defaults when the run ends. Numerics are untouched, so a
+  run resumes exactly whatever this switch was.
 - cudnn.benchmark (constant, CUDA): input shapes are fixed, so cudnn times its kernels once.
 - fused SGD (CUDA; CPU where this torch has it), else the multi-tensor foreach SGD: one kernel for
   all parameters instead of one per tensor; same update rule as the plain loop.
 - evaluation in large batches (`eval_batch_size`, default 1000) under `torch.no_grad`.
 - `cuda_graph` (default on, CUDA without `compile`): after three eager warm-up steps the whole
   training step is captured once as a CUDA graph and replayed for every full batch; the epoch's
-  last, partial batch runs eagerly (workers/engine/train_step.py). Small CIFAR models are bound by
-  kernel launches, not arithmetic: ResNet-56 at batch 128 on an H100, 21 ms per eager step vs
-  6.8 ms replayed (bench/step_probe.py).
+  last, partial batch runs eagerly (workers/engine/train_step.py).
 - `compile` (default off): `torch.compile` of the training forward/backward. Same maths, different
   kernels; its first epoch pays the compilation. Evaluation stays eager (no eval-mode recompile).
 - `amp` (default off, CUDA only): bf16 autocast. It changes numerics, so it is never implied.
 
 Every epoch ends with an atomic checkpoint (model, optimizer, scheduler, generator and torch RNG
-states, metrics history, recipe). A `train()` call that finds the checkpoint resumes from it, and on
-CPU finishes with bit-for-bit the same weights and metrics as an uninterrupted run. On CUDA,
+states, metrics history, recipe, and the caller's identity of the run). A `train()` call that finds
+its own checkpoint resumes from it, and on CPU finishes with bit-for-bit the same weights and
+metrics as an uninterrupted run; a checkpoint of another identity is refused. On CUDA,
 cudnn.benchmark picks kernels by timing, so resumed and repeated runs agree only approximately.
 """
 
@@ -63,20 +57,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from workers.engine.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from workers.engine.data import Data
 from workers.engine.errors import EngineError
 from workers.engine.models import init_kaiming
 from workers.engine.train_step import TrainStep
-
-if TYPE_CHECKING:
-    from workers.engine.train_step import TrainStep
-from workers.engine.data import Data
 
 CHECKPOINT_FORMAT = 1
 INITS = ("kaiming",)
@@ -91,6 +82,11 @@ class RecipeError(TrainingError):
     """A recipe field with an unknown name, a wrong type or a value out of range."""
 
 
+class ForeignCheckpointError(CheckpointError):
+    """The checkpoint at the run's path was written by another run (its identity differs): it must
+    not be resumed. The caller removes it and trains from scratch."""
+
+
 _INT_FIELDS = ("epochs", "batch_size", "seed", "eval_batch_size")
 _FLOAT_FIELDS = ("lr", "weight_decay", "momentum", "gamma")
 _BOOL_FIELDS = ("nesterov", "augment", "amp", "channels_last", "compile", "cpu_malloc_cache", "cuda_graph")
@@ -101,7 +97,7 @@ _RESUME_NEUTRAL = frozenset({"cpu_malloc_cache", "cuda_graph"})
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one model is trained. Defaults are the study's CIFAR recipe (SPEC section 3)."""
+    """How one model is trained. Defaults are the study's CIFAR recipe (docs/spec.md section 3)."""
 
     epochs: int = 180
     batch_size: int = 128
@@ -395,9 +391,12 @@ def train(
     reinit: bool = True,
     snapshot_epoch: int | None = None,
     snapshot_path: str | os.PathLike[str] | None = None,
+    checkpoint_identity: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model` in place by `recipe`; see the module docstring. `reinit=False` keeps the given
-    weights (finetune). `snapshot_epoch` t saves the weights after epoch t (0 = initial) to
+    weights (finetune). `checkpoint_identity` (JSON-like: which run, which data) is written into
+    every checkpoint, and a checkpoint holding another identity is refused with
+    ForeignCheckpointError instead of being resumed. `snapshot_epoch` t saves the weights after epoch t (0 = initial) to
     `snapshot_path` for rewind retraining. `on_epoch` runs after each epoch's checkpoint is written;
     `should_stop()` is asked after each epoch but the last and, when true, ends the run as
     `cancelled` with the checkpoint kept. `on_epoch` is not replayed for epochs done before a resume."""
@@ -423,7 +422,7 @@ def train(
     history: list[EpochMetrics] = []
     state = "running"
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        history, state = _resume(checkpoint_path, recipe, stateful)
+        history, state = _resume(checkpoint_path, recipe, stateful, checkpoint_identity)
         if snapshot_epoch is not None and snapshot_epoch <= len(history) and not Path(snapshot_path).exists():
             raise TrainingError(
                 f"resuming after epoch {len(history)} but the snapshot of epoch {snapshot_epoch} is missing "
@@ -465,7 +464,9 @@ def train(
                 if not math.isfinite(train_loss):
                     state = "diverged"  # a real outcome of this grid point: keep its metrics, stop training
                 if checkpoint_path is not None:
-                    _save(checkpoint_path, recipe, stateful, history, state, optimizer_impl)
+                    _save(
+                        checkpoint_path, recipe, stateful, history, state, optimizer_impl, checkpoint_identity
+                    )
                 if snapshot_epoch == epoch:
                     save_atomic(model.state_dict(), snapshot_path)
                 if on_epoch is not None:
@@ -512,11 +513,18 @@ class _Stateful:
 
 
 def _save(
-    path, recipe: Recipe, run: _Stateful, history: list[EpochMetrics], state: str, optimizer_impl: str
+    path,
+    recipe: Recipe,
+    run: _Stateful,
+    history: list[EpochMetrics],
+    state: str,
+    optimizer_impl: str,
+    identity: Mapping[str, Any] | None,
 ) -> None:
     save_atomic(
         {
             "format": CHECKPOINT_FORMAT,
+            "identity": None if identity is None else dict(identity),
             "recipe": recipe.to_dict(),
             "epoch": len(history),
             "state": state,  # "running" | "diverged": a diverged run resumes straight to its result
@@ -534,11 +542,17 @@ def _save(
     )
 
 
-def _resume(path, recipe: Recipe, run: _Stateful) -> tuple[list[EpochMetrics], str]:
+def _resume(
+    path, recipe: Recipe, run: _Stateful, identity: Mapping[str, Any] | None
+) -> tuple[list[EpochMetrics], str]:
     ckpt = load_checkpoint(path)
     where = f"checkpoint {os.fspath(path)!r}"
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{where} has format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    if identity is not None and ckpt.get("identity") != dict(identity):
+        raise ForeignCheckpointError(
+            f"{where} belongs to {ckpt.get('identity')!r}, not to {dict(identity)!r}; not resumed"
+        )
     saved, ours = ckpt["recipe"], recipe.to_dict()
     differing = sorted(
         k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k) and k not in _RESUME_NEUTRAL

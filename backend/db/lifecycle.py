@@ -25,12 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backend.db.models import EpochMetric, Run, Study, utcnow
-
-CLAIMABLE = ("pending", "queued")
-TERMINAL = ("succeeded", "failed", "diverged", "cancelled")
-# What a dependent run needs of the run it waits on.
-RELEASES = {"quantise": ("succeeded", "diverged")}
-DEFAULT_RELEASE = ("succeeded",)
+from backend.db.study_state import refresh_status
+from backend.json_values import finite_or_none
+from backend.run_states import CLAIMABLE, ENDED, status_after_dependency
 
 
 def worker_identity(name: str | None = None) -> str:
@@ -192,7 +189,7 @@ def record_epoch(session: Session, run_id: int, epoch: int, metrics: dict[str, A
     """Upsert one epoch's metrics (a resumed run rewrites, never duplicates, an epoch). Commits.
 
     `metrics` uses the table's names (train_loss, train_top1, val_loss, top1, top5, lr, seconds)."""
-    values = {k: _finite(metrics.get(k)) for k in _EPOCH_FIELDS}
+    values = {k: finite_or_none(metrics.get(k)) for k in _EPOCH_FIELDS}
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -211,13 +208,6 @@ def record_epoch(session: Session, run_id: int, epoch: int, metrics: dict[str, A
         .execution_options(synchronize_session=False)
     )
     session.commit()
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf do not survive JSON or every database; a diverged epoch stores None there."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    return value
 
 
 def finish_run(
@@ -240,9 +230,9 @@ def finish_run(
         raise ValueError(f"finish_run: status must be succeeded, diverged or cancelled, got {status!r}")
     values: dict[str, Any] = {
         "status": status,
-        "top1": _finite(top1),
-        "top5": _finite(top5),
-        "loss": _finite(loss),
+        "top1": finite_or_none(top1),
+        "top5": finite_or_none(top5),
+        "loss": finite_or_none(loss),
         "result": result,
         "finished_at": utcnow(),
         "error": None,
@@ -312,7 +302,7 @@ def release_dependents(session: Session, run_id: int) -> list[int]:
     """Blocked runs waiting on `run_id` become pending when it produced what they need, else
     cancelled (and so on down the chain). Returns the ids made pending. Does not commit."""
     status = session.scalar(sa.select(Run.status).where(Run.id == run_id))
-    if status not in TERMINAL:
+    if status not in ENDED:
         return []
     released: list[int] = []
     waiting = session.execute(
@@ -321,7 +311,7 @@ def release_dependents(session: Session, run_id: int) -> list[int]:
     now = utcnow()
     to_cancel = []
     for dep_id, kind in waiting:
-        if status in RELEASES.get(kind, DEFAULT_RELEASE):
+        if status_after_dependency(status, kind) == "pending":
             hit = session.execute(
                 sa.update(Run)
                 .where(Run.id == dep_id, Run.status == "blocked")
@@ -354,8 +344,6 @@ def release_dependents(session: Session, run_id: int) -> list[int]:
 def roll_up_study(session: Session, study_id: int) -> str | None:
     """Bring the study's stored status up to date from its runs (the service's one rule:
     running while any run is active, else succeeded / failed; `cancelled` sticks). Does not commit."""
-    from backend.services.studies import refresh_status
-
     study = session.get(Study, study_id)
     if study is None:
         return None
@@ -365,6 +353,6 @@ def roll_up_study(session: Session, study_id: int) -> str | None:
 
 def study_is_finished(session: Session, study_id: int) -> bool:
     active = session.scalar(
-        sa.select(sa.func.count()).where(Run.study_id == study_id, Run.status.not_in(TERMINAL))
+        sa.select(sa.func.count()).where(Run.study_id == study_id, Run.status.not_in(ENDED))
     )
     return not active

@@ -1,4 +1,7 @@
-"""Allowed hosts and security headers for everything the server answers (API, dashboard, docs).
+"""Allowed hosts and security headers for everything a prunescape web server answers: the API with
+its mounted dashboard and docs (`backend.api.create_app`), and the dashboard run on its own
+(`frontend.app.create_standalone`). Outside `backend.api` so that the dashboard process, which
+reaches data only through the HTTP API, can use it too.
 
 Hosts: a page on an attacker's domain can have its name resolve to 127.0.0.1 (DNS rebinding) and
 then read a local server as its own origin; its requests still carry the attacker's name in

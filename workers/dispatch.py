@@ -17,7 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from backend.db.models import Run, utcnow
+from backend.db.models import Run, Study, utcnow
+from backend.db.study_purge import purge_if_released
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -97,31 +98,37 @@ def reconcile(session: Session, settings: Settings | None = None) -> dict[str, i
       nor held by a worker are sent again (the message was lost);
     - `running` runs whose heartbeat is older than `reconcile_after_s` (the worker died) go back to
       `queued` and are sent again; the claim lets the new delivery take them over and training
-      resumes from the run's checkpoint.
+      resumes from the run's checkpoint. Such a run that was asked to stop (cancelled, or its
+      study deleted) ends `cancelled` instead;
+    - studies marked `deleting` none of whose runs still runs are purged.
     Duplicate messages are harmless: the claim in the database lets only one of them run.
     """
     settings = settings or get_settings()
     stale = utcnow() - timedelta(seconds=settings.reconcile_after_s)
-    counts = {"dispatched": 0, "resent_queued": 0, "resent_running": 0}
+    counts = {"dispatched": 0, "resent_queued": 0, "resent_running": 0, "cancelled_stale": 0, "purged": 0}
     counts["dispatched"] = dispatch_ready(session, settings=settings)
+    counts["purged"] = _purge_released(session, settings)
 
     old_queued = list(
         session.scalars(
             sa.select(Run.id).where(Run.status == "queued", Run.queued_at < stale).order_by(Run.id)
         )
     )
-    from backend.services.lifecycle import holder_is_dead
+    from backend.db.lifecycle import holder_is_dead
 
     running = session.execute(
-        sa.select(Run.id, Run.worker, Run.heartbeat_at, Run.started_at, Run.created_at).where(
-            Run.status == "running"
-        )
+        sa.select(
+            Run.id, Run.worker, Run.heartbeat_at, Run.started_at, Run.created_at, Run.cancel_requested
+        ).where(Run.status == "running")
     ).all()
-    stale_running = [
-        (run_id, holder)
-        for run_id, holder, beat, started, created in running
-        if _older(beat or started or created, stale) or holder_is_dead(holder)
-    ]
+    stale_running = []
+    for run_id, holder, beat, started, created, cancel in running:
+        if not (_older(beat or started or created, stale) or holder_is_dead(holder)):
+            continue
+        if cancel:
+            counts["cancelled_stale"] += _cancel_stale(session, run_id, holder, settings)
+        else:
+            stale_running.append((run_id, holder))
     session.commit()
     if not old_queued and not stale_running:
         return counts
@@ -153,6 +160,33 @@ def reconcile(session: Session, settings: Settings | None = None) -> dict[str, i
             send_run(run_id, settings)
             counts["resent_running"] += 1
     return counts
+
+
+def _cancel_stale(session: Session, run_id: int, holder: str | None, settings: Settings) -> int:
+    """End a run whose worker is gone and that was asked to stop; purge its study if it was
+    being deleted and this was its last running run. Returns 1 if this pass ended it."""
+    from backend.db.lifecycle import after_terminal
+
+    hit = session.execute(
+        sa.update(Run)
+        .where(Run.id == run_id, Run.status == "running", Run.worker == holder)
+        .values(status="cancelled", finished_at=utcnow(), worker=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    if not hit:
+        return 0
+    study_id = session.scalar(sa.select(Run.study_id).where(Run.id == run_id))
+    after_terminal(session, run_id)
+    if study_id is not None:
+        purge_if_released(session, study_id, settings.artifact_root)
+    return 1
+
+
+def _purge_released(session: Session, settings: Settings) -> int:
+    deleting = list(session.scalars(sa.select(Study.id).where(Study.status == "deleting")))
+    session.commit()
+    return sum(purge_if_released(session, study_id, settings.artifact_root) for study_id in deleting)
 
 
 def _older(moment: Any, limit: Any) -> bool:
@@ -200,31 +234,3 @@ def _run_id_of_message(raw: bytes) -> set[int]:
         return {int(args.strip("()[], "))}
     except (ValueError, TypeError, AttributeError):
         return set()
-
-
-def broker_health(settings: Settings | None = None) -> dict[str, Any]:
-    """{"ok": broker reachable, "url": without password, "queue", "workers": names that answered a
-    ping within ~1 s, "error" when unreachable}."""
-    import sqlalchemy.engine.url as sa_url
-
-    settings = settings or get_settings()
-    if not settings.broker_url:
-        return {"ok": False, "error": "no broker configured (PRUNESCAPE_BROKER_URL)", "workers": []}
-    try:
-        shown = sa_url.make_url(settings.broker_url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - e.g. redis+socket:// URLs that SQLAlchemy cannot parse
-        shown = settings.broker_url.split("@")[-1]
-    app = _app(settings)
-    health: dict[str, Any] = {"url": shown, "queue": app.conf.task_default_queue, "workers": []}
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception as exc:  # noqa: BLE001
-        return {**health, "ok": False, "error": f"broker unreachable: {exc}"}
-    try:
-        replies = app.control.ping(timeout=PING_TIMEOUT_S) or []
-        health["workers"] = sorted(name for reply in replies for name in reply)
-    except Exception as exc:  # noqa: BLE001
-        health["ping_error"] = str(exc)
-    health["ok"] = True
-    return health

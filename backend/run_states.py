@@ -1,0 +1,73 @@
+"""The one vocabulary of run and study states, and the two rules built on it (docs/spec.md,
+"Runs and their states"). Pure constants and functions: the database layer, the services, the
+analysis, the workers and the dashboard all read their words from here.
+
+A run is one of
+
+    blocked -> pending -> queued -> running -> succeeded | diverged | failed | cancelled
+
+`blocked` waits on the run it depends on (a prune run on the base run at the prior, a quantise run
+on its trained source run, a pruned variant's training on its prune run). The release rule says
+what a dependency's end means for the run waiting on it; the study rule rolls a study's runs up
+into one status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+RUN_STATUSES = ("blocked", "pending", "queued", "running", "succeeded", "failed", "diverged", "cancelled")
+ACTIVE = ("blocked", "pending", "queued", "running")  # still to happen
+ENDED = ("succeeded", "failed", "diverged", "cancelled")  # nothing more will happen without a retry
+SCORED = (
+    "succeeded",
+    "diverged",
+)  # ended with an accuracy: a point of the landscape (docs/spec.md: diverged counts)
+CLAIMABLE = ("pending", "queued")  # a worker may take these
+RETRYABLE = ("failed", "cancelled")
+
+RUN_KINDS = ("train", "prune", "quantise", "measure")
+RESULT_KINDS = ("train", "quantise")  # the runs whose accuracy is a grid point of a variant
+
+STUDY_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "deleting")
+OPEN_STUDY = ("pending", "running")
+STICKY_STUDY = ("cancelled", "deleting")  # asked for by a user; the runs do not undo them
+STUDY_KINDS = ("native", "imported")
+
+
+def needed_of_dependency(kind: str) -> tuple[str, ...]:
+    """The ends of a dependency that let a run of `kind` go ahead: a quantise run evaluates a
+    diverged source too (its accuracy is a real outcome of that grid point); every other kind
+    needs a model that trained to the end."""
+    return SCORED if kind == "quantise" else ("succeeded",)
+
+
+def status_after_dependency(dependency_status: str, kind: str) -> str:
+    """What a run of `kind` waiting on a dependency in `dependency_status` should be: `pending`
+    (go), `cancelled` (the dependency ended without what it needs), or `blocked` (keep waiting)."""
+    if dependency_status in needed_of_dependency(kind):
+        return "pending"
+    if dependency_status in ENDED:
+        return "cancelled"
+    return "blocked"
+
+
+def study_status(stored: str, progress: Mapping[str, int]) -> str:
+    """A study's status from its runs by status. `cancelled` sticks once asked for (until a retry
+    or an extension reopens the study), and so does `deleting` (until the study is purged);
+    otherwise `running` once any run has started and some are still active, `pending` before,
+    and at the end `failed` if any run failed, else `succeeded`."""
+    if stored in STICKY_STUDY:
+        return stored
+    active = sum(progress.get(s, 0) for s in ACTIVE)
+    if active:
+        started = sum(progress.get(s, 0) for s in ("running", "queued", *ENDED))
+        return "running" if started else "pending"
+    return "failed" if progress.get("failed", 0) else "succeeded"
+
+
+def progress_totals(counts: dict[str, int]) -> dict[str, int]:
+    """Add `total` and `finished` (ended runs) to runs-by-status counts; returns the same dict."""
+    counts["total"] = sum(counts.get(s, 0) for s in RUN_STATUSES)
+    counts["finished"] = sum(counts.get(s, 0) for s in ENDED)
+    return counts
