@@ -26,7 +26,7 @@ def download_artefact(
 
 
 @router.get("/catalog", response_model=CatalogOut)
-def catalog() -> Any:
+def catalog(_reader: ReaderDep) -> Any:
     """The models and data sets a study may name, the variant kinds, the FLOPs convention."""
     return catalog_view()
 
