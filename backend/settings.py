@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,41 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workers.engine.catalog import MAX_DATASET_BYTES
+
+
+class AuthMode(StrEnum):
+    """off: no tokens; writes: every write needs one (what PRUNESCAPE_AUTH=1 has always meant);
+    all: every read too (the dashboard's pages included). /health stays open for probes.
+    Compares equal to its text; false only when off, so `if settings.auth:` still means "auth on"."""
+
+    OFF = "off"
+    WRITES = "writes"
+    ALL = "all"
+
+    def __bool__(self) -> bool:
+        return self is not AuthMode.OFF
+
+    def __str__(self) -> str:
+        return self.value
+
+
+AUTH_ALIASES = {"1": "writes", "true": "writes", "yes": "writes", "on": "writes",
+                "0": "off", "false": "off", "no": "off", "": "off"}  # fmt: skip
+# Host names every server answers to: what a browser on the machine itself sends.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_auth_mode(value: Any) -> AuthMode:
+    """`value` (a mode, a bool, or 1/0/true/false/yes/no/on) as an auth mode."""
+    if isinstance(value, AuthMode):
+        return value
+    if isinstance(value, bool):
+        return AuthMode.WRITES if value else AuthMode.OFF
+    text = str(value).strip().lower()
+    text = AUTH_ALIASES.get(text, text)
+    if text not in ("off", "writes", "all"):
+        raise ValueError(f"PRUNESCAPE_AUTH must be off, writes or all (1 means writes), not {value!r}")
+    return AuthMode(text)
 
 
 class Settings(BaseSettings):
@@ -26,7 +62,7 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
 
-    auth: bool = False
+    auth: AuthMode = AuthMode.OFF
     max_grid_size: int = Field(41, ge=1, description="largest grid side (points per axis)")
     max_runs_per_study: int = Field(20000, ge=1)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
@@ -48,7 +84,12 @@ class Settings(BaseSettings):
     latency_warmup: int = Field(10, ge=0, le=10_000, description="untimed runs before each latency figure")
     latency_runs: int = Field(50, ge=1, le=100_000, description="timed runs of each latency figure")
 
-    api_url: str | None = None  # where the dashboard reaches the API; None = the serving origin
+    # Where the mounted dashboard reaches the API (`prunescape serve` sets its own address); None =
+    # the local address of the socket each request came in on. Never taken from a request header.
+    api_url: str | None = None
+    # Host header values the server answers (comma-separated; `*` = any); None = LOOPBACK_HOSTS
+    # (`prunescape serve` adds the host it binds). Others get a 400: DNS rebinding needs a name.
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = None
     dashboard_api_timeout: float = 60.0
     db_retry_after_s: int = 5  # Retry-After of a 503 when the database is unreachable
     # /health answers the broker part from one cached probe (workers/broker_health.py): how long a
@@ -67,6 +108,23 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.split(os.pathsep) if part.strip()]
         return value
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth_mode(cls, value: Any) -> AuthMode:
+        return parse_auth_mode(value)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> list[str] | None:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        return [str(host).strip().lower() for host in value] if value is not None else None
+
+    @property
+    def auth_mode(self) -> AuthMode:
+        """The auth mode, also when code assigned `auth` directly (assignments are not validated)."""
+        return parse_auth_mode(self.auth)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

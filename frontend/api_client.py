@@ -2,16 +2,44 @@
 
 Async on purpose: mounted on the API's own uvicorn server, the Dash callbacks run on the server's
 event loop, so a blocking request back to the same server would wait on itself forever.
+
+Ids come from the browser (a forged callback can send any text), so every method that puts an id
+into a path takes it through `resource_id` first: anything but a positive integer the API could
+hold is answered like a 404, without a request (a study id of `1/../../runs/5/retry?` once turned
+"cancel this study" into "retry run 5").
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 API_PREFIX = "/api/v1"
+# The API's ids are 32-bit integers (backend.api.deps.ID_MAX); larger numbers name nothing.
+ID_MAX = 2**31 - 1
+ID_DIGITS = re.compile(r"[0-9]{1,10}")
+# What a path of ours looks like: no dot segments, query or fragment can ride in on an id.
+SAFE_PATH = re.compile(r"(/[A-Za-z0-9_-]+)+")
+# A bearer token as a header can carry it: printable ASCII, no blanks (the browser's store is
+# forgeable too, and a newline in a header value is an error of its own).
+TOKEN_TEXT = re.compile(r"[!-~]{1,512}")
+
+
+def parse_id(value: Any) -> int | None:
+    """`value` as an id the API could hold (an int, or a string of ASCII digits, 1..ID_MAX), else
+    None. No signs, blanks, dots or other characters: the text goes into a URL path."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and ID_DIGITS.fullmatch(value):
+        number = int(value)
+    else:
+        return None
+    return number if 1 <= number <= ID_MAX else None
 
 
 @dataclass
@@ -47,9 +75,17 @@ class ApiError(Exception):
         return errors
 
 
+def resource_id(value: Any, what: str) -> int:
+    """The id for a path, or ApiError 404 (the pages' not-found answer) without any request."""
+    number = parse_id(value)
+    if number is None:
+        raise ApiError(404, f"{what} not found: {what} ids are whole numbers from 1 to {ID_MAX}", what)
+    return number
+
+
 class ApiClient:
     """Thin async wrapper: one method per endpoint the dashboard reads or writes. With `token`,
-    every request carries `Authorization: Bearer <token>` (the pages pass one for writes only)."""
+    every request carries `Authorization: Bearer <token>` (the browser user's, reads and writes)."""
 
     def __init__(
         self,
@@ -60,9 +96,18 @@ class ApiClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.bad_token = bool(token) and not (isinstance(token, str) and TOKEN_TEXT.fullmatch(token))
+        self.headers = {"authorization": f"Bearer {token}"} if token and not self.bad_token else {}
         self.timeout = timeout
         self.transport = transport
+        self.problem: str | None = None  # set by `unreachable`: every request fails with it
+
+    @classmethod
+    def unreachable(cls, reason: str) -> ApiClient:
+        """A client whose every request fails as an unreachable API would, saying `reason`."""
+        client = cls("http://api.invalid")
+        client.problem = reason
+        return client
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -73,6 +118,12 @@ class ApiClient:
         )
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if not SAFE_PATH.fullmatch(path):
+            raise ApiError(404, "not found: not a path of the API", "(refused)")
+        if self.problem is not None:
+            raise ApiError(0, self.problem, path)
+        if self.bad_token:  # what the API answers for a token it does not know
+            raise ApiError(403, "unknown or revoked token", path)
         try:
             async with self._client() as client:
                 response = await client.request(method, path, **kwargs)
@@ -103,10 +154,19 @@ class ApiClient:
         return body.get("items", body) if isinstance(body, dict) else body
 
     async def get_study(self, study_id: int | str) -> dict:
-        return await self.get(f"/studies/{study_id}")
+        return await self.get(f"/studies/{resource_id(study_id, 'study')}")
 
     async def get_analysis(self, study_id: int | str, metric: str = "top1") -> dict:
-        return await self.get(f"/studies/{study_id}/analysis", metric=metric)
+        return await self.get(f"/studies/{resource_id(study_id, 'study')}/analysis", metric=metric)
+
+    async def compare(self, study_id: int | str) -> dict:
+        return await self.get(f"/studies/{resource_id(study_id, 'study')}/compare")
+
+    async def variants(self, study_id: int | str) -> dict:
+        return await self.get(f"/studies/{resource_id(study_id, 'study')}/variants")
+
+    async def list_runs(self, study_id: int | str, **filters: Any) -> dict:
+        return await self.get(f"/studies/{resource_id(study_id, 'study')}/runs", **filters)
 
     async def create_study(self, spec: dict) -> dict:
         return await self.post("/studies", json=spec)
@@ -121,19 +181,19 @@ class ApiClient:
         return await self.request("POST", "/studies/import", files=files, data=data)
 
     async def extend_study(self, study_id: int | str, body: dict | None = None) -> dict:
-        return await self.post(f"/studies/{study_id}/extend", json=body or {})
+        return await self.post(f"/studies/{resource_id(study_id, 'study')}/extend", json=body or {})
 
     async def cancel_study(self, study_id: int | str) -> dict:
         """`CancelOut`: queued runs cancelled, running ones asked to stop at their next epoch."""
-        return await self.post(f"/studies/{study_id}/cancel")
+        return await self.post(f"/studies/{resource_id(study_id, 'study')}/cancel")
 
     async def delete_study(self, study_id: int | str) -> None:
-        await self.request("DELETE", f"/studies/{study_id}")
+        await self.request("DELETE", f"/studies/{resource_id(study_id, 'study')}")
 
     # --- runs ----------------------------------------------------------------------------------
     async def get_run(self, run_id: int | str) -> dict:
-        return await self.get(f"/runs/{run_id}")
+        return await self.get(f"/runs/{resource_id(run_id, 'run')}")
 
     async def retry_run(self, run_id: int | str) -> dict:
         """`RetryOut`: the run reopened (`pending`, or `blocked` behind its dependency)."""
-        return await self.post(f"/runs/{run_id}/retry")
+        return await self.post(f"/runs/{resource_id(run_id, 'run')}/retry")

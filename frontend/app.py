@@ -1,9 +1,12 @@
 """The Dash dashboard: mounted on the API's FastAPI server, or run as its own process.
 
 It reads and writes only through the REST API (`frontend.api_client`), so the same code serves
-both deployments: mounted, it calls back to the server it lives on (the request's base URL) unless
-`settings.api_url` points elsewhere; standalone, `--api-url` names the API. It holds no token of its
-own: writes carry the token the user pasted into the top bar (`frontend.pages.token`).
+both deployments: mounted, it calls the API at `settings.api_url` (`prunescape serve` sets it to the
+address it listens on), else at the local address of the socket the request came in on; standalone,
+`--api-url` names the API. Never at an address taken from a request header: a forged `Host` once
+pointed the dashboard's requests at any port of the machine and handed back what answered. It holds
+no token of its own: reads and writes carry the token the user pasted into the top bar
+(`frontend.pages.token`).
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from dash import Dash, Input, Output, dcc, html
-from dash.backends import get_backend
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from frontend.api_client import ApiClient
+from frontend.api_client import ApiClient, parse_id
+from frontend.dash_server import HttpCallbackBackend
 from frontend.pages import components, new, run, studies, study
 from frontend.pages import token as api_token
 
@@ -27,7 +30,7 @@ ASSETS = Path(__file__).parent / "assets"
 # Paths the FastAPI app owns; the dashboard's catch-all must never answer for them.
 RESERVED_PREFIXES = ("/api/", "/docs", "/redoc", "/openapi.json", "/_dash-", "/assets/")
 
-# factory(token=None): a client for one callback; writes pass the user's token, reads pass none.
+# factory(token=None): a client for one callback, carrying the browser user's token (if any).
 ClientFactory = Callable[..., ApiClient]
 
 
@@ -35,9 +38,19 @@ def _setting(settings: Any, name: str, default: Any = None) -> Any:
     return getattr(settings, name, default) if settings is not None else default
 
 
+def own_address(scope: dict[str, Any]) -> str | None:
+    """http://host:port of the socket a request arrived on (ASGI `server`: the listening socket's
+    own address, set by the server, not by anything the client sends), or None (a unix socket)."""
+    server = scope.get("server")
+    if not server or len(server) != 2 or not isinstance(server[1], int):
+        return None
+    host, port = str(server[0]), server[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def make_client_factory(settings: Any = None, api_url: str | None = None) -> ClientFactory:
-    """A client per callback: to `api_url` / `settings.api_url`, else to the serving request's origin.
-    `factory(token)` sends `Authorization: Bearer <token>` (the browser user's, for writes)."""
+    """A client per callback: to `api_url` / `settings.api_url`, else to the server's own address
+    (`own_address`). `factory(token)` sends `Authorization: Bearer <token>` (the browser user's)."""
     fixed_url = api_url or _setting(settings, "api_url")
     timeout = float(_setting(settings, "dashboard_api_timeout", 60.0) or 60.0)
 
@@ -46,8 +59,12 @@ def make_client_factory(settings: Any = None, api_url: str | None = None) -> Cli
             return ApiClient(str(fixed_url), token=token, timeout=timeout)
         from dash.backends._fastapi import get_current_request
 
-        request = get_current_request()
-        return ApiClient(str(request.base_url), token=token, timeout=timeout)
+        address = own_address(get_current_request().scope)
+        if address is None:
+            return ApiClient.unreachable(
+                "the dashboard does not know the API's address: set PRUNESCAPE_API_URL"
+            )
+        return ApiClient(address, token=token, timeout=timeout)
 
     return factory
 
@@ -72,17 +89,6 @@ def _layout() -> html.Div:
     )
 
 
-class HttpCallbackBackend(get_backend("fastapi")):
-    """Dash's FastAPI backend without its WebSocket transport, which no callback of ours uses.
-
-    With it, Dash 4.4's page config names a WebSocket endpoint and the renderer opens a SharedWorker
-    and a WebSocket to /_dash-ws-callback on every page load, used or not (plotly/dash#3939, fixed
-    upstream by #3941): a connection per tab that never closes, so even a finished study's page
-    never goes network-idle. Without the capability the config names none and callbacks stay HTTP."""
-
-    websocket_capability = False
-
-
 def build_dash(server: FastAPI, client_factory: ClientFactory) -> Dash:
     """Create the Dash app on `server` and register every page's callbacks on it."""
     # Dash picks its backend from a server passed to the constructor; to use ours, attach it after.
@@ -101,7 +107,7 @@ def build_dash(server: FastAPI, client_factory: ClientFactory) -> Dash:
 
     @app.callback(Output("page", "children"), Input("url", "pathname"))
     def render_page(pathname: str | None):
-        return route(pathname or "/")
+        return route(pathname if isinstance(pathname, str) else "/")
 
     components.register(app)
     api_token.register(app)
@@ -118,9 +124,10 @@ def route(pathname: str) -> Any:
         return studies.layout()
     if parts == ["new"]:
         return new.layout()
-    if len(parts) == 2 and parts[0] == "studies":
+    # Only ids the API could hold make a page (its callbacks check the id again: the store is forgeable).
+    if len(parts) == 2 and parts[0] == "studies" and parse_id(parts[1]) is not None:
         return study.layout(parts[1])
-    if len(parts) == 2 and parts[0] == "runs":
+    if len(parts) == 2 and parts[0] == "runs" and parse_id(parts[1]) is not None:
         return run.layout(parts[1])
     return html.Div(
         [
@@ -161,10 +168,20 @@ def mount_dashboard(app: FastAPI, settings: Any = None) -> Dash:
     return build_dash(app, make_client_factory(settings))
 
 
-def create_standalone(api_url: str) -> FastAPI:
-    """The dashboard as its own process, talking to the API at `api_url`."""
+def create_standalone(api_url: str, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The dashboard as its own process, talking to the API at `api_url`, with the API's Host check
+    and security headers (`allowed_hosts`: None = the loopback names)."""
+    # An ASGI middleware, no data: the dashboard still reaches data only through the HTTP API.
+    from backend.settings import LOOPBACK_HOSTS
+    from backend.web_security import SecurityMiddleware
+
     server = FastAPI(title="prunescape dashboard", docs_url=None, redoc_url=None, openapi_url=None)
-    build_dash(server, make_client_factory(api_url=api_url))
+    dash_app = build_dash(server, make_client_factory(api_url=api_url))
+    server.add_middleware(
+        SecurityMiddleware,
+        allowed_hosts=allowed_hosts if allowed_hosts is not None else list(LOOPBACK_HOSTS),
+        script_hashes=dash_app.csp_hashes(),
+    )
     return server
 
 
@@ -173,10 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-url", default=os.environ.get("PRUNESCAPE_API_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8050)
+    parser.add_argument(
+        "--allowed-hosts",
+        default=os.environ.get("PRUNESCAPE_ALLOWED_HOSTS"),
+        help="Host names browsers use for this dashboard, comma-separated (default: loopback and --host)",
+    )
     args = parser.parse_args(argv)
     import uvicorn
 
-    uvicorn.run(create_standalone(args.api_url), host=args.host, port=args.port)
+    if args.allowed_hosts:
+        hosts = [name.strip().lower() for name in args.allowed_hosts.split(",") if name.strip()]
+    else:
+        hosts = ["127.0.0.1", "localhost", "::1", args.host.lower()]
+    uvicorn.run(create_standalone(args.api_url, hosts), host=args.host, port=args.port)
     return 0
 
 

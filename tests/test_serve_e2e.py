@@ -3,11 +3,15 @@ private Redis and worker. A 3x3 digits study with a structured and an int8 varia
 over HTTP and every run finishes; analysis and comparison come back complete; the dashboard shows
 the finished native study (landscapes, cost and pruning panels, histograms) and a run's epoch
 curves in headless chromium, saving docs/screenshots/{study-native,run-native}.png; Ctrl-C stops
-it all."""
+it all. Killed with SIGKILL, it still takes its private Redis and its worker with it; the data
+directory and the database it creates are its user's alone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,7 +72,7 @@ def _screenshot_native_study(url: str, study_id: int, run_id: int) -> None:
             page.set_default_timeout(60_000)
             page.goto(f"{url}/studies/{study_id}")
             page.wait_for_function(
-                "document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 3"
+                "() => document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 3"
             )
             page.locator("#study-cost .js-plotly-plot").first.wait_for()  # accuracy vs latency / size
             page.locator("#study-kept .js-plotly-plot").first.wait_for()  # where u50 cut filters
@@ -164,3 +168,101 @@ def test_serve_runs_a_study_over_http(tmp_path):
     time.sleep(1)
     alive = {pid for pid in started if Path(f"/proc/{pid}").exists()}
     assert not alive, f"serve left processes behind: {alive}"
+
+
+def _start_serve(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRUNESCAPE_")}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.Popen(
+        [sys.executable, "-m", "backend.cli.main", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=open(log_path, "wb"),  # noqa: SIM115 - the child holds it; closed when it exits
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _logged(log_path: Path, pattern: str, timeout_s: float = 90) -> re.Match:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log_path.read_text(errors="replace"))
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{pattern!r} not in the serve log:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_serve_killed_with_sigkill_takes_its_redis_and_worker_with_it(tmp_path):
+    """SIGKILL gives serve no chance to clean up (nor does a SIGINT it ignored): its private
+    redis-server and its worker must still end, not linger holding the data directory."""
+    import redis
+
+    port = _free_port()
+    data_dir = Path(f"/tmp/ps-kill-{os.getpid()}-{port}")
+    log_path = tmp_path / "serve.log"
+    proc = _start_serve(data_dir, port, log_path)
+    try:
+        socket_path = _logged(log_path, r"private Redis .*on (\S+)")[1]
+        worker_pid = int(_logged(log_path, r"worker started \(pid (\d+)")[1])
+        redis_pid = int(redis.Redis(unix_socket_path=socket_path).info("server")["process_id"])
+        _logged(log_path, r"Uvicorn running on")
+        assert _alive(redis_pid) and _alive(worker_pid)
+        # the dashboard calls the API where serve listens, whatever port a forged Host names
+        from tests.reliability.dash_forge import CALLBACK_PATH, callback_body, find_callback
+
+        base = f"http://127.0.0.1:{port}"
+        load_studies = find_callback(
+            httpx.get(base + "/_dash-dependencies", timeout=30).json(), "studies-data"
+        )
+        forged = httpx.post(
+            base + CALLBACK_PATH,
+            json=callback_body(load_studies),
+            headers={"Host": "127.0.0.1:9"},
+            timeout=30,
+        )
+        assert forged.status_code == 200 and forged.json()["response"]["studies-data"]["data"] == {
+            "studies": []
+        }
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while (_alive(redis_pid) or _alive(worker_pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [name for name, pid in (("redis", redis_pid), ("worker", worker_pid)) if _alive(pid)]
+        assert not left, f"{left} outlived serve; log:\n{log_path.read_text()[-2000:]}"
+        # what serve created is its user's alone: the data directory, the database and its WAL
+        assert data_dir.stat().st_mode & 0o777 == 0o700
+        for name in ("prunescape.db", "prunescape.db-wal", "prunescape.db-shm"):
+            if (data_dir / name).exists():
+                assert (data_dir / name).stat().st_mode & 0o777 == 0o600, name
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in _leftovers(data_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _leftovers(data_dir: Path) -> list[int]:
+    """Processes still using data_dir (cleanup after a failed run of the test above)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(data_dir) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

@@ -14,6 +14,7 @@ from backend.db.session import get_engine
 from backend.services.errors import FieldError, ServiceError
 from backend.services.health import broker_health_cache
 from backend.settings import Settings, get_settings
+from backend.web_security import install_security
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -62,10 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(misc.router, prefix=API_PREFIX)
 
+    script_hashes: list[str] = []
     try:
         from frontend.app import mount_dashboard
     except ImportError as exc:  # the dashboard is optional for the API
         log.info("dashboard not mounted: %s", exc)
     else:
-        mount_dashboard(app, settings)
+        script_hashes = list(mount_dashboard(app, settings).csp_hashes())
+    install_security(app, settings, script_hashes=script_hashes)  # outermost: hosts, CSP, headers
     return app

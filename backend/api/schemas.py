@@ -461,13 +461,15 @@ def _error(description: str) -> dict[str, Any]:
 # Documented on every route so the OpenAPI schema lists each status a client can get.
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
     400: _error("the request could not be parsed"),
+    401: _error("PRUNESCAPE_AUTH=all and the request has no (or a malformed) bearer token"),
+    403: _error("PRUNESCAPE_AUTH=all and the token is unknown or revoked"),
     404: _error("unknown study / run / artefact id or variant name"),
     503: _error("database unavailable; retry after the Retry-After seconds"),
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **READ_ERRORS,
     401: _error("auth is on and the request has no (or a malformed) bearer token"),
-    403: _error("unknown or revoked token"),
+    403: _error("unknown or revoked token, or the study is not the token's (creator or admin only)"),
     409: _error("the action is not possible in the current state"),
 }
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {

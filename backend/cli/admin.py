@@ -11,10 +11,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     migrate.set_defaults(func=_migrate)
 
-    token = subparsers.add_parser("token", help="API tokens for writes when PRUNESCAPE_AUTH=1")
+    token = subparsers.add_parser(
+        "token", help="API tokens (PRUNESCAPE_AUTH=writes: for writes; =all: for reads too)"
+    )
     actions = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a token and print it once")
     create.add_argument("name")
+    create.add_argument(
+        "--admin",
+        action="store_true",
+        help="may also cancel, extend and delete other people's studies and retry their runs",
+    )
     create.set_defaults(func=_token_create)
     listing = actions.add_parser("list", help="list tokens (names and dates, never the tokens)")
     listing.set_defaults(func=_token_list)
@@ -47,11 +54,12 @@ def _token_create(args: argparse.Namespace) -> int:
 
     try:
         with session_scope() as session:
-            token = create_token(session, args.name)
+            token = create_token(session, args.name, admin=args.admin)
     except ServiceError as exc:
         raise CliError(exc.message) from None
     print(token)
-    print(f"token {args.name!r} created; it is shown only this once", file=__import__("sys").stderr)
+    kind = "admin token" if args.admin else "token"
+    print(f"{kind} {args.name!r} created; it is shown only this once", file=__import__("sys").stderr)
     return 0
 
 
@@ -62,7 +70,8 @@ def _token_list(_args: argparse.Namespace) -> int:
     with session_scope() as session:
         for token in list_tokens(session):
             state = f"revoked {token.revoked_at:%Y-%m-%d %H:%M}" if token.revoked_at else "active"
-            print(f"{token.name}\tcreated {token.created_at:%Y-%m-%d %H:%M}\t{state}")
+            role = "admin" if token.is_admin else "user"
+            print(f"{token.name}\t{role}\tcreated {token.created_at:%Y-%m-%d %H:%M}\t{state}")
     return 0
 
 

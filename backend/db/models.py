@@ -168,5 +168,7 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(100), unique=True)
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)  # sha256 hex
+    # An admin token may cancel, extend or delete any study (others: only their own).
+    is_admin: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(TS)

@@ -11,6 +11,7 @@ a database restart or a network cut instead of failing what it was doing.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ def make_engine(database_url: str, *, connect_timeout_s: int = 5) -> Engine:
     url = sa.make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(url.database))
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )
@@ -57,6 +58,18 @@ def make_engine(database_url: str, *, connect_timeout_s: int = 5) -> Engine:
         return engine
     connect_args = {"connect_timeout": connect_timeout_s} if url.get_backend_name() == "postgresql" else {}
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` empty and readable by this user only (0600; a directory made for it 0700)
+    unless it exists. SQLite gives the -wal and -shm files it adds the database file's mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

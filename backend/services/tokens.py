@@ -19,15 +19,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(session: Session, name: str) -> str:
-    """Store a new token's hash under `name`; return the token (the only time it is seen)."""
+def create_token(session: Session, name: str, *, admin: bool = False) -> str:
+    """Store a new token's hash under `name`; return the token (the only time it is seen). An
+    `admin` token may also cancel, extend and delete other people's studies."""
     name = name.strip()
     if not name or len(name) > 100:
         raise ValueError("token name must be 1..100 characters")
     if session.scalar(sa.select(ApiToken).where(ApiToken.name == name)) is not None:
         raise Conflict(f"a token named {name!r} already exists; revoke it or pick another name")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(name=name, token_hash=hash_token(token)))
+    session.add(ApiToken(name=name, token_hash=hash_token(token), is_admin=admin))
     session.commit()
     return token
 

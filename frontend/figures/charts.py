@@ -17,6 +17,7 @@ from frontend.figures.common import (
     finite,
     metric_label,
     pareto_front,
+    plotly_text,
     variant_colour,
 )
 
@@ -32,20 +33,18 @@ def risk_box_figure(risk_rows: Sequence[dict], *, relative: bool = False, height
         values = [v * 100.0 if relative else v for v in values if finite(v)]
         if not values:
             continue
+        label = plotly_text(row["variant"])
         fig.add_trace(
             go.Box(
                 y=values,
-                name=row["variant"],
+                name=label,
                 boxpoints="all",
                 jitter=0.35,
                 pointpos=0,
                 marker=dict(color=variant_colour(index), size=5, opacity=0.7),
                 line=dict(color=variant_colour(index)),
                 boxmean=True,
-                hovertemplate=row["variant"]
-                + ": %{y:.3g}"
-                + (" %" if relative else " pp")
-                + "<extra></extra>",
+                hovertemplate=label + ": %{y:.3g}" + (" %" if relative else " pp") + "<extra></extra>",
             )
         )
     if not fig.data:
@@ -53,7 +52,9 @@ def risk_box_figure(risk_rows: Sequence[dict], *, relative: bool = False, height
     base_layout(fig, height=height)
     fig.update_layout(showlegend=False)
     fig.update_xaxes(
-        title_text="variant", categoryorder="array", categoryarray=[r["variant"] for r in risk_rows]
+        title_text="variant",
+        categoryorder="array",
+        categoryarray=[plotly_text(r["variant"]) for r in risk_rows],
     )
     fig.update_yaxes(
         title_text="relative loss d/f(best) (%)" if relative else "accuracy loss vs own best (pp)",
@@ -100,7 +101,7 @@ def tradeoff_figure(
             y=[p[1] for p in usable],
             mode="markers+text",
             name="variants",
-            text=[p[2] for p in usable],
+            text=[plotly_text(p[2]) for p in usable],
             textposition="top center",
             marker=dict(
                 size=12,
@@ -108,7 +109,7 @@ def tradeoff_figure(
                 symbol=["diamond" if p[2] in front_names else "circle" for p in usable],
                 line=dict(width=1, color="#ffffff"),
             ),
-            customdata=[[p[2]] for p in usable],
+            customdata=[[plotly_text(p[2])] for p in usable],
             hovertemplate="%{customdata[0]}<br>"
             + cost_label
             + " %{x:.4g}<br>"
@@ -130,9 +131,9 @@ def kept_fractions_figure(variant: str, kept_fractions: dict[str, float], *, hei
     layers = list(kept_fractions)
     fig = go.Figure(
         go.Bar(
-            x=layers,
+            x=[plotly_text(name) for name in layers],
             y=[kept_fractions[name] for name in layers],
-            name=variant,
+            name=plotly_text(variant),
             marker_color="#2f6fde",
             hovertemplate="%{x}: keeps %{y:.1%}<extra></extra>",
         )
@@ -153,6 +154,7 @@ def weight_histogram_figure(layer: str, histograms: dict[str, dict], *, height: 
             continue
         centres = [(edges[i] + edges[i + 1]) / 2 for i in range(len(counts))]
         widths = [edges[i + 1] - edges[i] for i in range(len(counts))]
+        label = plotly_text(label)
         fig.add_trace(
             go.Bar(
                 x=centres,
@@ -168,7 +170,7 @@ def weight_histogram_figure(layer: str, histograms: dict[str, dict], *, height: 
         return empty_figure(f"no weight histogram for {layer}", height=height)
     base_layout(fig, height=height)
     fig.update_layout(barmode="overlay")
-    fig.update_xaxes(title_text=f"weight value ({layer})")
+    fig.update_xaxes(title_text=f"weight value ({plotly_text(layer)})")
     fig.update_yaxes(title_text="count")
     return fig
 
@@ -229,7 +231,7 @@ def sensitivity_figure(scans: Sequence[dict], *, metric: str = "top1", height: i
                 x=xs,
                 y=ys,
                 mode="lines+markers",
-                name=scan.get("label", f"scan {index + 1}"),
+                name=plotly_text(scan.get("label", f"scan {index + 1}")),
                 line=dict(color=variant_colour(index)),
                 hovertemplate="pruned %{x:.0%}: %{y:.2f} %<extra>%{fullData.name}</extra>",
             )

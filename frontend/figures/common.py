@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,19 @@ COLORSCALE = "Viridis"
 # One colour per variant, in the record's order (base first), for every per-variant chart.
 VARIANT_COLOURS = ["#334e68", "#2f6fde", "#e8710a", "#2e7d32", "#8e24aa", "#c62828", "#00897b", "#6d4c41"]
 FONT = dict(family="system-ui, -apple-system, Segoe UI, Roboto, Arial, sans-serif", size=12, color="#1f2933")
+
+
+def plotly_text(value: Any) -> str:
+    """`value` as text plotly shows literally. Plotly draws a subset of HTML (<a href>, <b>, <br>,
+    ...) in trace names, legends, tick labels, hover labels and annotations, so every user text
+    (variant, layer and scan names) goes through here: <, > and & become entities (plotly shows
+    them as the characters), and a hovertemplate field `%{` is broken up so it is not filled in."""
+    return html.escape(str(value), quote=False).replace("%{", "%&#123;")
+
+
+def plain_text(value: Any) -> Any:
+    """The inverse of plotly_text for a string (a figure's data back as the user wrote it)."""
+    return html.unescape(value) if isinstance(value, str) else value
 
 
 def metric_label(metric: str) -> str:
@@ -45,8 +59,9 @@ def base_layout(fig: go.Figure, *, title: str | None = None, height: int = 380) 
 
 
 def empty_figure(message: str, *, height: int = 300) -> go.Figure:
+    """A figure that only says `message` (escaped: it may name a variant or a layer)."""
     fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.add_annotation(text=plotly_text(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return base_layout(fig, height=height)
@@ -112,7 +127,7 @@ def figure_to_csv(figure: dict | go.Figure) -> str:
     fig = figure.to_plotly_json() if isinstance(figure, go.Figure) else figure
     rows: list[dict[str, Any]] = []
     for index, trace in enumerate(fig.get("data", [])):
-        name = trace.get("name") or f"trace {index}"
+        name = plain_text(trace.get("name")) or f"trace {index}"
         kind = trace.get("type", "scatter")
         x, y, z = trace.get("x"), trace.get("y"), trace.get("z")
         if kind in ("contour", "heatmap") and z is not None:
@@ -140,15 +155,15 @@ def figure_to_csv(figure: dict | go.Figure) -> str:
         customdata = _column(trace.get("customdata"), n)
         texts = _column(trace.get("text"), n)
         for i in range(n):
-            row = {"trace": name, "x": xs[i], "y": ys[i]}
+            row = {"trace": name, "x": plain_text(xs[i]), "y": plain_text(ys[i])}
             if values[i] is not None:
                 row["value"] = values[i]
             if customdata[i] is not None:
                 extra = customdata[i] if isinstance(customdata[i], list | tuple) else [customdata[i]]
                 for k, item in enumerate(extra):
-                    row[f"customdata_{k}"] = item
+                    row[f"customdata_{k}"] = plain_text(item)
             if texts[i] is not None:
-                row["text"] = texts[i]
+                row["text"] = plain_text(texts[i])
             rows.append(row)
     columns: list[str] = []
     for row in rows:

@@ -16,7 +16,7 @@ from dash.exceptions import PreventUpdate
 
 from frontend.api_client import ApiError
 from frontend.pages.token import STORE_ID as TOKEN_STORE
-from frontend.pages.token import refused_message
+from frontend.pages.token import read_refusal, refused_message
 
 # Suggestions for the dropdowns; the API's catalog decides what is valid (unknown -> 422 here).
 DATASETS = ["digits", "cifar10", "fashionmnist", "imagefolder", "synthetic"]
@@ -459,17 +459,19 @@ def register(app: Dash, client_factory) -> None:
         Output("new-plan", "children"),
         *[Input(component, "value") for component in FORM_FIELDS.values()],
         *[Input({"type": t, "index": ALL}, "value") for t in VARIANT_FIELDS],
+        State(TOKEN_STORE, "data"),
     )
     async def show_plan(*values):
+        *values, token = values
         form, columns = values[: len(FORM_FIELDS)], values[len(FORM_FIELDS) :]
         spec = spec_from_form(form, columns)
         spec["name"] = spec["name"] or "preview"  # a name is needed to submit, not to plan
         try:
-            plan = await client_factory().plan_study(spec)
+            plan = await client_factory(token).plan_study(spec)
         except ApiError as exc:
             if exc.status == 422:
                 return html.P(plan_problem(exc.field_errors()), className="muted")
-            return html.P(f"No plan: {exc}", className="muted")
+            return read_refusal(exc.status, exc.detail) or html.P(f"No plan: {exc}", className="muted")
         return plan_view(plan)
 
     @app.callback(

@@ -13,7 +13,7 @@ from frontend.figures import epoch_curves_figure
 from frontend.pages.components import figure_card, fmt, status_badge
 from frontend.pages.normalise import FINISHED_STATES, RETRYABLE_RUN_STATES
 from frontend.pages.token import STORE_ID as TOKEN_STORE
-from frontend.pages.token import refusal
+from frontend.pages.token import read_refusal, refusal
 
 POLL_MS = 3000
 HIDDEN = {"display": "none"}
@@ -160,16 +160,18 @@ def register(app: Dash, client_factory) -> None:
         Output("run-retry-note", "children"),
         Input("run-poll", "n_intervals"),
         Input("run-refresh", "data"),
+        Input(TOKEN_STORE, "data"),
         State("run-id", "data"),
     )
-    async def load_run(_n, _refresh, run_id):
+    async def load_run(_n, _refresh, token, run_id):
         if not run_id:
             raise PreventUpdate
         try:
-            run = await client_factory().get_run(run_id)
+            run = await client_factory(token).get_run(run_id)  # 404 without a request unless an id
         except ApiError as exc:
-            message = html.P(f"Run {run_id}: {exc.detail}", className="error")
-            return message, None, {}, None, exc.status == 404, HIDDEN, None
+            message = read_refusal(exc.status, exc.detail) or html.P(f"Run: {exc.detail}", className="error")
+            # not found, or refused for want of a token: nothing to poll for until the user acts
+            return message, None, {}, None, exc.status in (401, 403, 404), HIDDEN, None
         header, details, figure, artefacts = render(run)
         status = run.get("status")
         retry_style = None if status in RETRYABLE_RUN_STATES else HIDDEN

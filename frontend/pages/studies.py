@@ -9,6 +9,8 @@ from dash import Dash, Input, Output, dcc, html
 from frontend.api_client import ApiError
 from frontend.pages.components import fmt, progress_bar, status_badge
 from frontend.pages.normalise import study_summary
+from frontend.pages.token import STORE_ID as TOKEN_STORE
+from frontend.pages.token import read_refusal
 
 MAX_BEST_LOOKUPS = 50
 SORTS = {
@@ -124,17 +126,19 @@ def render_table(studies: list[dict], text: str | None, statuses: list[str] | No
 
 
 def register(app: Dash, client_factory) -> None:
-    @app.callback(Output("studies-data", "data"), Input("studies-poll", "n_intervals"))
-    async def load_studies(_n):
-        client = client_factory()
+    @app.callback(
+        Output("studies-data", "data"), Input("studies-poll", "n_intervals"), Input(TOKEN_STORE, "data")
+    )
+    async def load_studies(_n, token):
+        client = client_factory(token)
         try:
             studies = await client.list_studies()
         except ApiError as exc:
-            return {"error": str(exc)}
+            return {"error": str(exc), "status": exc.status, "detail": str(exc.detail)}
         # The list has no accuracies; /compare has each variant's best (only studies with results).
         with_results = [s for s in studies[:MAX_BEST_LOOKUPS] if (s.get("progress") or {}).get("succeeded")]
         answers = await asyncio.gather(
-            *(client.get(f"/studies/{s['id']}/compare") for s in with_results), return_exceptions=True
+            *(client.compare(s["id"]) for s in with_results), return_exceptions=True
         )
         for s, answer in zip(with_results, answers, strict=True):
             if isinstance(answer, dict):
@@ -152,5 +156,6 @@ def register(app: Dash, client_factory) -> None:
         if not data:
             return html.P("Loading…", className="muted")
         if "error" in data:
-            return html.P(f"Could not load studies: {data['error']}", className="error")
+            refused = read_refusal(data.get("status"), data.get("detail"))
+            return refused or html.P(f"Could not load studies: {data['error']}", className="error")
         return render_table(data["studies"], text, statuses, sort)

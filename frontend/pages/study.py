@@ -13,7 +13,7 @@ from typing import Any
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from frontend.api_client import ApiError
+from frontend.api_client import ApiError, parse_id
 from frontend.figures import (
     kept_fractions_figure,
     landscape_figure,
@@ -27,10 +27,11 @@ from frontend.pages import study_data as sd
 from frontend.pages.components import data_table, figure_card, fmt, progress_bar, status_badge
 from frontend.pages.normalise import active_runs, study_is_done, study_is_open, study_summary
 from frontend.pages.token import STORE_ID as TOKEN_STORE
-from frontend.pages.token import refusal
+from frontend.pages.token import read_refusal, refusal
 
 POLL_MS = 3000
 HIDDEN = {"display": "none"}
+METRICS = ("top1", "top5")
 
 
 def layout(study_id: str) -> html.Div:
@@ -251,22 +252,25 @@ def register(app: Dash, client_factory) -> None:
         Input("study-poll", "n_intervals"),
         Input("study-metric", "value"),
         Input("study-refresh", "data"),
+        Input(TOKEN_STORE, "data"),
         State("study-id", "data"),
         State("study-data", "data"),
     )
-    async def load_study(_n, metric, _refresh, study_id, current):
+    async def load_study(_n, metric, _refresh, token, study_id, current):
         if not study_id:
             raise PreventUpdate
-        client = client_factory()
+        metric = metric if metric in METRICS else "top1"
+        client = client_factory(token)
         try:
-            study = await client.get_study(study_id)
+            study = await client.get_study(study_id)  # 404 without a request unless the id is an id
         except ApiError as exc:
-            return {"error": str(exc.detail), "status": exc.status}, exc.status == 404
+            # not found, or refused for want of a token: nothing to poll for until the user acts
+            return {"error": str(exc.detail), "status": exc.status}, exc.status in (401, 403, 404)
         try:
-            analysis = await client.get_analysis(study_id, metric or "top1")
+            analysis = await client.get_analysis(study_id, metric)
         except ApiError as exc:  # e.g. 409 before the first run finishes: show the study anyway
             analysis = {
-                "metric": metric or "top1",
+                "metric": metric,
                 "variants": [],
                 "results": {},
                 "unavailable": str(exc.detail),
@@ -275,7 +279,7 @@ def register(app: Dash, client_factory) -> None:
         data = {"study": study, "analysis": analysis, "extras": extras, "metric": metric}
         data["digest"] = _digest(data)
         done = study_is_done(study)
-        if current and current.get("digest") == data["digest"]:
+        if isinstance(current, dict) and current.get("digest") == data["digest"]:
             return no_update, done
         return data, done
 
@@ -293,7 +297,10 @@ def register(app: Dash, client_factory) -> None:
         if not data:
             raise PreventUpdate
         if "error" in data:
-            return html.P(f"Study: {data['error']}", className="error"), no_update, no_update, no_update
+            message = read_refusal(data.get("status"), data["error"]) or html.P(
+                f"Study: {data['error']}", className="error"
+            )
+            return message, no_update, no_update, no_update
         analysis = data["analysis"]
         low, high = sd.observed_range(analysis)
         default_floor, _ = rec.colour_range(analysis)
@@ -386,7 +393,7 @@ def register(app: Dash, client_factory) -> None:
         click = ctx.triggered[0]["value"] if ctx.triggered else None
         points = (click or {}).get("points") or []
         custom = points[0].get("customdata") if points else None
-        run_id = custom[0] if isinstance(custom, list) and custom else None
+        run_id = parse_id(custom[0]) if isinstance(custom, list) and custom else None
         if run_id is None:
             raise PreventUpdate
         return f"/runs/{run_id}"

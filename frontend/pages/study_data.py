@@ -50,9 +50,9 @@ async def load_extras(client: ApiClient, study_id: Any, study: dict) -> dict:
             return {"error": str(exc.detail)}
 
     compare, variants, measure = await asyncio.gather(
-        safe(client.get(f"/studies/{study_id}/compare")),
-        safe(client.get(f"/studies/{study_id}/variants")),
-        safe(client.get(f"/studies/{study_id}/runs", kind="measure", limit=1000)),
+        safe(client.compare(study_id)),
+        safe(client.variants(study_id)),
+        safe(client.list_runs(study_id, kind="measure", limit=1000)),
     )
     return {
         "compare": compare or {},

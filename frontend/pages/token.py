@@ -1,10 +1,12 @@
 """The top bar's "API token" control: each user's own token, kept in their browser.
 
-In team mode (`PRUNESCAPE_AUTH=1`) every write needs a bearer token made by `prunescape token
-create NAME`. The dashboard has none of its own: the user pastes theirs here, it is kept in the
-browser's local storage (`dcc.Store(storage_type="local")`, id `api-token`), and the pages send it
-with that user's writes only. Reads never carry it. It is never written into the page: the control
-says whether a token is set, not what it is.
+In team mode (`PRUNESCAPE_AUTH=writes`, or `1`) every write needs a bearer token made by `prunescape
+token create NAME`; with `PRUNESCAPE_AUTH=all` every read does too. The dashboard has none of its
+own: the user pastes theirs here, it is kept in the browser's local storage
+(`dcc.Store(storage_type="local")`, id `api-token`), and the pages send it with that user's reads
+and writes (a reader with a token also sees a failed run's full error; without one, tracebacks and
+server paths are left out). It is never written into the page: the control says whether a token is
+set, not what it is.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ def control() -> html.Div:
             html.Span(id="token-status", className="token-status"),
         ],
         className="token-box",
-        title=f"Needed for writes when the server requires tokens; create one with '{TOKEN_COMMAND}'.",
+        title=(
+            "Needed for writes when the server requires tokens (and for reads when it requires them "
+            f"for everything); create one with '{TOKEN_COMMAND}'."
+        ),
     )
 
 
@@ -55,15 +60,24 @@ def clean_token(text: Any) -> tuple[str | None, str | None]:
     return token, None
 
 
-def refused_message(exc: ApiError) -> list | None:
-    """What to tell the user when a write was refused for want of a (valid) token; None otherwise."""
+REJECTED_TOKEN = "unknown or revoked token"  # the API's 403 detail for a token it does not accept
+
+
+def token_rejected(exc: ApiError) -> bool:
+    """A 403 for the token itself (not a refusal of one action, e.g. someone else's study)."""
+    return exc.status == 403 and str(exc.detail).startswith(REJECTED_TOKEN)
+
+
+def refused_message(exc: ApiError, action: str = "for writes") -> list | None:
+    """What to tell the user when a request was refused for want of a (valid) token; None otherwise.
+    `action` completes "This server requires an API token ..." ("for writes", "to read")."""
     if exc.status == 401:
         return [
-            "This server requires an API token for writes: create one with ",
+            f"This server requires an API token {action}: create one with ",
             html.Code(TOKEN_COMMAND),
             " and paste it in the top bar.",
         ]
-    if exc.status == 403:
+    if token_rejected(exc):
         return [
             "Token rejected: the server does not know the token in the top bar, or it was revoked. "
             "Paste a valid one (",
@@ -71,6 +85,13 @@ def refused_message(exc: ApiError) -> list | None:
             ").",
         ]
     return None
+
+
+def read_refusal(status: int, detail: Any) -> html.P | None:
+    """The page's message when the API refused to show it for want of a (valid) token, or None:
+    the server requires a token to read (401), or does not take the one in the top bar (403)."""
+    refused = refused_message(ApiError(status, detail, ""), action="to read")
+    return html.P(refused, className="error read-refused") if refused is not None else None
 
 
 def refusal(prefix: str, exc: ApiError) -> html.Span:

@@ -35,13 +35,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(data_dir: Path, *, auth: bool = False) -> Iterator[str]:
-    """The app on a free port, its log in data_dir/server.log; yields the base URL."""
+def live_server(data_dir: Path, *, auth: bool | str = False) -> Iterator[str]:
+    """The app on a free port, its log in data_dir/server.log; yields the base URL. `auth`: False
+    (off), True (writes need a token) or an auth mode ("writes", "all")."""
     port = free_port()
     log = open(data_dir / "server.log", "w")  # noqa: SIM115 - closed below
     command = [sys.executable, "-m", "tests.frontend.serve_app", str(port), str(data_dir)]
+    mode = "writes" if auth is True else (auth or "off")
     proc = subprocess.Popen(
-        command + (["auth"] if auth else []),
+        command + [mode],
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,

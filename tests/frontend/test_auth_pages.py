@@ -1,5 +1,7 @@
-"""The dashboard against a server with auth on (team mode): each browser user writes with the token
-they paste into the top bar, kept in the browser's local storage and never shown in the page."""
+"""The dashboard against a server with auth on (team mode): each browser user reads and writes with
+the token they paste into the top bar, kept in the browser's local storage and never shown in the
+page. Without a token a failed run's traceback and server paths are not shown; with
+PRUNESCAPE_AUTH=all the pages say a token is needed to read them."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from backend.db.session import dispose_engines, session_scope
 from backend.services.tokens import create_token, revoke_token
 from backend.settings import Settings
 from tests.frontend.live import live_server
-from tests.frontend.worker_standin import claim_run
+from tests.frontend.worker_standin import claim_run, end_run
 
 API = "/api/v1"
 
@@ -208,4 +210,93 @@ def test_cancelling_a_study_needs_the_token(team, page):
     result.locator(".ok", has_text="waiting runs cancelled").wait_for()
     page.locator("#study-header .status", has_text="cancelled").wait_for()
     assert status() == "cancelled"
+    assert not page.errors
+
+
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/srv/prunescape/workers/tasks.py", line 88, in execute\n'
+    "    result = _run_job(inp, db, run_id, beat)\n"
+    "FileNotFoundError: [Errno 2] No such file or directory: '/srv/data/cifar10/data_batch_1'\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_failed_runs_traceback_is_shown_only_to_token_holders(team, page):
+    created = httpx.post(
+        f"{team['url']}{API}/studies",
+        json={
+            "name": "a failing run",
+            "dataset": {"name": "digits"},
+            "model": {"name": "digits_cnn"},
+            "grid": {"lr_centre": 0.1, "wd_centre": 1e-4, "step": 0.4, "size": 3},
+            "variants": [{"name": "base", "kind": "base"}],
+        },
+        headers={"Authorization": f"Bearer {team['alice']}"},
+        timeout=60,
+    )
+    assert created.status_code == 201, created.text
+    run_id = claim_run(team["db"], created.json()["id"])
+    end_run(team["db"], run_id, "failed", TRACEBACK)
+    page.goto(f"{team['url']}/runs/{run_id}")
+    details = page.locator("#run-details pre.error")
+    details.wait_for()
+    shown = details.inner_text()
+    assert "FileNotFoundError: [Errno 2] No such file or directory" in shown
+    assert "Traceback" not in shown and "/srv" not in shown and "tasks.py" not in shown
+    assert "send an API token to see the full error" in shown
+    _paste_token(page, team["alice"])
+    page.locator("#run-details pre.error", has_text="Traceback (most recent call last)").wait_for()
+    assert "/srv/data/cifar10/data_batch_1" in page.locator("#run-details pre.error").inner_text()
+    assert not page.errors
+
+
+@pytest.fixture(scope="module")
+def readers_need_tokens(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("prunescape-all")
+    with live_server(data_dir, auth="all") as base:
+        settings = Settings(data_dir=data_dir)
+        with session_scope(settings) as session:
+            alice = create_token(session, "alice")
+        dispose_engines()
+        created = httpx.post(
+            f"{base}{API}/studies",
+            json={
+                "name": "private study",
+                "dataset": {"name": "digits"},
+                "model": {"name": "digits_cnn"},
+                "grid": {"lr_centre": 0.1, "wd_centre": 1e-4, "step": 0.4, "size": 3},
+                "variants": [{"name": "base", "kind": "base"}],
+            },
+            headers={"Authorization": f"Bearer {alice}"},
+            timeout=60,
+        )
+        assert created.status_code == 201, created.text
+        yield {"url": base, "alice": alice, "study_id": created.json()["id"]}
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_under_auth_all_the_pages_ask_for_a_token_to_read(readers_need_tokens, page):
+    url, alice, study_id = (
+        readers_need_tokens["url"],
+        readers_need_tokens["alice"],
+        readers_need_tokens["study_id"],
+    )
+    page.goto(url + "/")
+    refused = page.locator("#studies-table .read-refused")
+    refused.wait_for()
+    assert "This server requires an API token to read" in refused.inner_text()
+    assert "prunescape token create NAME" in refused.inner_text() and "top bar" in refused.inner_text()
+    assert "private study" not in page.content()
+    # pasting the token loads the page without a reload
+    _paste_token(page, alice)
+    page.locator("#studies-list", has_text="private study").wait_for()
+    page.goto(f"{url}/studies/{study_id}")
+    page.locator("#study-header", has_text="private study").wait_for()
+    page.click("#token-forget")
+    page.locator("#study-header .read-refused", has_text="requires an API token to read").wait_for()
+    page.goto(f"{url}/runs/1")
+    page.locator("#run-header .read-refused", has_text="requires an API token to read").wait_for()
     assert not page.errors

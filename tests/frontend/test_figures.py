@@ -239,3 +239,61 @@ def test_figures_from_a_real_analysis_record():
     ellipse_rows, _ = sd.ellipse_table(record)
     base_half = next(r for r in ellipse_rows if r["variant"] == "base" and r["level"] == 0.5)
     assert base_half["length"] == record["results"]["base"]["ellipse"]["0.5"]["length"]
+
+
+# --- user text in figures ---------------------------------------------------------------------------
+# Plotly draws a subset of HTML in trace names, legends, tick labels, hover labels and annotations:
+# an imported variant named like this rendered a live link. It must come out as inert text.
+MARKUP = '<a href="https://evil">x</a>'
+
+
+def _strings(value):
+    """Every string inside a figure's JSON."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def _assert_inert(fig) -> None:
+    shown = list(_strings(fig.to_plotly_json()))
+    assert not [s for s in shown if "<a" in s or "</a" in s], shown
+    assert any("&lt;a href=" in s for s in shown)  # the name is there, as text
+
+
+def test_plotly_text_escapes_markup_and_template_fields():
+    from frontend.figures.common import plain_text, plotly_text
+
+    assert plotly_text(MARKUP) == '&lt;a href="https://evil"&gt;x&lt;/a&gt;'
+    assert plotly_text("a & b %{x}") == "a &amp; b %&#123;x}"
+    assert plain_text(plotly_text(MARKUP + " %{y} & c")) == MARKUP + " %{y} & c"
+    assert plotly_text(3) == "3"
+
+
+def test_variant_names_with_markup_are_inert_in_every_figure(record):
+    rows = [
+        {"variant": MARKUP, "top1": 90.0, "latency_ms": 2.0},
+        {"variant": "base", "top1": 91.0, "latency_ms": 3.0},
+    ]
+    figures = {
+        "tradeoff": tradeoff_figure(rows, cost_key="latency_ms", cost_label="latency (ms)"),
+        "risk": risk_box_figure([{"variant": MARKUP, "values": [0.1, 0.2], "relative_values": [0.01]}]),
+        "kept": kept_fractions_figure(MARKUP, {MARKUP: 0.5}),
+        "kept, none": kept_fractions_figure(MARKUP, {}),
+        "histogram": weight_histogram_figure(MARKUP, {MARKUP: {"edges": [0, 1], "counts": [3]}}),
+        "histogram, none": weight_histogram_figure(MARKUP, {}),
+        "sensitivity": sensitivity_figure([{"label": MARKUP, "fractions": [0, 0.5], "accuracy": [92, 80]}]),
+        "landscape, no runs": landscape_figure({"variants": [MARKUP], "results": {}}, MARKUP),
+    }
+    for label, fig in figures.items():
+        try:
+            _assert_inert(fig)
+        except AssertionError as failure:
+            raise AssertionError(label) from failure
+    # the CSV of a figure holds the name as the user wrote it
+    rows = list(csv.DictReader(io.StringIO(figure_to_csv(figures["tradeoff"].to_plotly_json()))))
+    assert MARKUP in {r.get("text") for r in rows}

@@ -321,3 +321,48 @@ def test_run_details_show_the_workers_device_time_and_fast_path():
     text = str(details)
     assert "cuda:0" in text and "12.3" in text and "batch_size=128" in text
     assert "cuda_graph, channels_last, optimizer=sgd-fused" in text and "amp_bf16" not in text
+
+
+def test_the_standalone_dashboard_checks_hosts_and_sends_the_security_headers():
+    from fastapi.testclient import TestClient
+
+    from frontend.app import create_standalone
+
+    with TestClient(create_standalone("http://127.0.0.1:9", ["dash.example"])) as client:
+        page = client.get("/")  # Host: testserver, the address TestClient's socket stands in for
+        assert page.status_code == 200 and "_dash-config" in page.text
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "script-src 'self' 'sha256-" in page.headers["content-security-policy"]
+        assert client.get("/", headers={"Host": "dash.example:8050"}).status_code == 200
+        refused = client.get("/", headers={"Host": "evil.example"})
+        assert refused.status_code == 400 and "PRUNESCAPE_ALLOWED_HOSTS" in refused.json()["detail"]
+
+
+def test_someone_elses_study_is_refused_with_the_apis_reason_not_as_a_bad_token():
+    owner = "study 3 belongs to alice; its creator or an admin token can cancel, extend or delete it"
+    refused = refusal("Not deleted", ApiError(403, owner, "/studies/3"))
+    assert refused.children == f"Not deleted: {owner}"
+    rejected = refusal("Not deleted", ApiError(403, "unknown or revoked token", "/studies/3"))
+    assert "Token rejected" in rejected.children[1]
+
+
+def test_ids_from_the_browser_become_paths_only_when_they_are_ids():
+    from frontend.api_client import parse_id
+
+    assert [parse_id(v) for v in (1, "12", 2**31 - 1, "0007")] == [1, 12, 2**31 - 1, 7]
+    bad = (0, -1, 2**31, True, 1.0, "1.0", " 1", "1 ", "-1", "+1", "1/../2", "١", "", None, [1], {"id": 1})
+    assert [parse_id(v) for v in bad] == [None] * len(bad)
+    seen: list[str] = []
+    client = ApiClient("http://api", transport=httpx.MockTransport(lambda r: seen.append(r.url.path)))
+    for forged in ("../../internal/secret", "1/../../runs/5/retry?", "2147483648"):
+        for call in (
+            client.get_study,
+            client.cancel_study,
+            client.delete_study,
+            client.get_run,
+            client.retry_run,
+        ):
+            with pytest.raises(ApiError) as refused:
+                asyncio.run(call(forged))
+            assert refused.value.status == 404 and "not found" in str(refused.value.detail)
+    assert seen == []

@@ -72,9 +72,11 @@ def test_study_page_landscapes_tables_and_click_to_run(server, imported_study, p
     analysis = imported_study["analysis"]
     page.goto(f"{server}/studies/{study_id}")
     page.wait_for_function(
-        "document.querySelectorAll('#study-landscapes .js-plotly-plot .contourlayer .contour').length >= 1"
+        "() => document.querySelectorAll('#study-landscapes .js-plotly-plot .contourlayer .contour').length >= 1"
     )
-    page.wait_for_function("document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 2")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 2"
+    )
     scale = analysis["colour_scale"]
     for variant in ("base", "u50"):
         traces = _plot_traces(page, f"landscape-{variant}")
@@ -140,7 +142,7 @@ def test_studies_page_lists_the_study(server, imported_study, page):
     text = row.inner_text()
     assert "base, u50" in text and "100 / 100 runs" in text
     best = imported_study["analysis"]["results"]["base"]["best"]["value"]
-    page.wait_for_function("document.querySelector('#studies-list').innerText.includes('base ')")
+    page.wait_for_function("() => document.querySelector('#studies-list').innerText.includes('base ')")
     assert f"{best:.2f}" in row.inner_text()
     page.fill("#studies-filter", "no study has this name")
     page.wait_for_selector("text=No study matches.")
@@ -239,7 +241,9 @@ def test_running_study_progress_advances_without_reload(server, page):
     assert _finish_runs(DATA_DIRS[server] / "prunescape.db", study["id"], 3) == 3
     progress.get_by_text(f"6 / {total} runs").wait_for(timeout=20_000)
     # the landscape appeared as results came in, and the page never reloaded
-    page.wait_for_function("document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 1")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 1"
+    )
     assert page.evaluate("window.__marker") == "no reload"
 
 
@@ -284,7 +288,9 @@ def test_finished_study_and_run_pages_stop_polling(server, imported_study, page)
     study_id = imported_study["study"]["id"]
     made = _count_callbacks(page)
     page.goto(f"{server}/studies/{study_id}")
-    page.wait_for_function("document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 2")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#study-landscapes .js-plotly-plot').length === 2"
+    )
     page.locator("#study-best").wait_for()
     settled = _settle(page, made)
     assert made.count("..study-data.data...study-poll.disabled..") == 1  # read once

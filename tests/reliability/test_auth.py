@@ -68,6 +68,12 @@ def team(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
     bob = subprocess.run([*CLI, "token", "create", "bob"], env=cli_env, capture_output=True, text=True)
     revoked = subprocess.run([*CLI, "token", "revoke", "bob"], env=cli_env, capture_output=True, text=True)
     assert revoked.returncode == 0, revoked.stderr
+    carol = subprocess.run([*CLI, "token", "create", "carol"], env=cli_env, capture_output=True, text=True)
+    root = subprocess.run(
+        [*CLI, "token", "create", "root", "--admin"], env=cli_env, capture_output=True, text=True
+    )
+    assert root.returncode == 0 and "admin token 'root' created" in root.stderr, root.stderr
+    listed = subprocess.run([*CLI, "token", "list"], env=cli_env, capture_output=True, text=True)
     server = LiveServer(env, data / "server.log")
     try:
         server.wait()
@@ -77,7 +83,15 @@ def team(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
             "db": f"sqlite:///{data / 'prunescape.db'}",
             "alice": alice,
             "bob": bob.stdout.strip(),
-            "cli_output": made.stdout + made.stderr + bob.stderr + revoked.stdout + revoked.stderr,
+            "carol": carol.stdout.strip(),
+            "root": root.stdout.strip(),
+            "token_list": listed.stdout,
+            "cli_output": made.stdout
+            + made.stderr
+            + bob.stderr
+            + revoked.stdout
+            + revoked.stderr
+            + listed.stdout,
             "settings_env": env,
         }
     finally:
@@ -137,9 +151,15 @@ def test_tokens_are_stored_hashed_and_never_logged(team) -> None:
     with engine.connect() as conn:
         rows = conn.execute(sa.text("select * from api_tokens")).mappings().all()
     engine.dispose()
-    assert {r["name"] for r in rows} == {"alice", "bob"}
+    assert {r["name"] for r in rows} == {"alice", "bob", "carol", "root"}
+    assert {r["name"]: bool(r["is_admin"]) for r in rows} == {
+        "alice": False,
+        "bob": False,
+        "carol": False,
+        "root": True,
+    }
     stored = " ".join(str(v) for r in rows for v in r.values())
-    for token in (team["alice"], team["bob"]):
+    for token in (team["alice"], team["bob"], team["root"]):
         assert token not in stored
         assert hashlib.sha256(token.encode()).hexdigest() in stored
     # the CLI prints the token exactly once (stdout of `create`), nowhere else
@@ -203,11 +223,11 @@ def _status_after_head(url: str, head: str) -> str:
 def test_oversized_upload_is_413_before_the_body_is_read(team) -> None:
     auth = f"Authorization: Bearer {team['alice']}\r\n"
     huge = 1024**3  # 1 GiB declared, never sent
-    head = (f"POST {API}/studies/import HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: multipart/form-data; "
+    head = (f"POST {API}/studies/import HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; "
             f"boundary=b\r\nContent-Length: {huge}\r\n\r\n")  # fmt: skip
     assert " 413 " in _status_after_head(team["url"], head)
     # without Content-Length (chunked), the server stops reading soon after the limit
-    head = (f"POST {API}/studies/import HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: multipart/form-data; "
+    head = (f"POST {API}/studies/import HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; "
             "boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n")  # fmt: skip
     host, port = team["url"].removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
@@ -229,3 +249,111 @@ def test_oversized_upload_is_413_before_the_body_is_read(team) -> None:
                 continue
         assert " 413 " in status, status
         assert sent < 4 * UPLOAD_LIMIT
+
+
+def test_token_list_names_the_admin_tokens(team) -> None:
+    lines = dict(line.split("\t", 1) for line in team["token_list"].splitlines())
+    assert lines["root"].startswith("admin\t") and lines["alice"].startswith("user\t")
+    assert "revoked" in lines["bob"] and "active" in lines["carol"]
+    for token in (team["alice"], team["root"]):
+        assert token not in team["token_list"]
+
+
+def test_only_the_creator_or_an_admin_token_manages_a_study(team) -> None:
+    """Any token used to delete anyone's study: now it is the creator's, or an admin's."""
+
+    def bearer(name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {team[name]}"}
+
+    with httpx.Client(base_url=team["url"], timeout=30) as client:
+        created = client.post(f"{API}/studies", json=DEMO_SPEC, headers=bearer("alice"))
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        for method, path, body in (
+            ("POST", f"{API}/studies/{sid}/cancel", None),
+            ("POST", f"{API}/studies/{sid}/extend", {}),
+            ("DELETE", f"{API}/studies/{sid}", None),
+        ):
+            refused = client.request(method, path, json=body, headers=bearer("carol"))
+            assert refused.status_code == 403, (path, refused.text)
+            assert refused.json()["detail"] == (
+                f"study {sid} belongs to alice; its creator or an admin token can cancel, extend or "
+                "delete it and retry its runs"
+            )
+        assert client.get(f"{API}/studies/{sid}").json()["status"] != "cancelled"
+        assert (
+            client.post(f"{API}/studies/{sid}/cancel", headers=bearer("root")).json()["status"] == "cancelled"
+        )
+        assert client.delete(f"{API}/studies/{sid}", headers=bearer("alice")).status_code == 204
+
+
+@pytest.fixture(scope="module")
+def readers_need_tokens(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[dict[str, Any]]:
+    """A live server with PRUNESCAPE_AUTH=all and one token (alice), made by the CLI."""
+    import os
+
+    data = tmp_path_factory.mktemp("team-all")
+    shutil.copy(sqlite_template, data / "prunescape.db")
+    env = {"PRUNESCAPE_DATA_DIR": str(data), "PRUNESCAPE_AUTH": "all"}
+    made = subprocess.run(
+        [*CLI, "token", "create", "alice"], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    server = LiveServer(env, data / "server.log")
+    try:
+        server.wait()
+        yield {
+            "server": server,
+            "url": server.url,
+            "alice": made.stdout.strip(),
+            "db": data / "prunescape.db",
+        }
+    finally:
+        server.stop()
+
+
+def test_auth_all_needs_a_token_to_read_over_http(readers_need_tokens) -> None:
+    url, alice = readers_need_tokens["url"], readers_need_tokens["alice"]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        created = client.post(f"{API}/studies", json=DEMO_SPEC, headers={"Authorization": f"Bearer {alice}"})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        for path in (f"{API}/studies", f"{API}/studies/{sid}", f"{API}/studies/{sid}/runs", f"{API}/runs/1",
+                     f"{API}/studies/{sid}/export", f"{API}/studies/{sid}/compare", f"{API}/artefacts/1"):  # fmt: skip
+            refused = client.get(path)
+            assert refused.status_code == 401 and "token" in refused.json()["detail"], path
+            assert client.get(path, headers={"Authorization": "Bearer psk_guess"}).status_code == 403, path
+            assert client.get(path, headers={"Authorization": f"Bearer {alice}"}).status_code in (200, 404), (
+                path
+            )
+        assert client.get(f"{API}/health").status_code in (200, 503)  # probes need no token
+
+
+def test_the_dashboard_reads_with_the_users_token_under_auth_all(readers_need_tokens) -> None:
+    """The dashboard's read callbacks carry the token from the top bar; without one the page says
+    the server requires a token to read (instead of an empty page)."""
+    from tests.reliability.dash_forge import CALLBACK_PATH, callback_body, find_callback
+
+    url, alice = readers_need_tokens["url"], readers_need_tokens["alice"]
+    dependencies = httpx.get(url + "/_dash-dependencies", timeout=30).json()
+    load_studies = find_callback(dependencies, "studies-data")
+    show_studies = find_callback(dependencies, "studies-table")
+
+    def studies_page(token: str | None) -> str:
+        data = httpx.post(
+            url + CALLBACK_PATH, json=callback_body(load_studies, {"api-token.data": token}), timeout=60
+        )
+        assert data.status_code == 200, data.text
+        stored = data.json()["response"]["studies-data"]["data"]
+        shown = httpx.post(
+            url + CALLBACK_PATH, json=callback_body(show_studies, {"studies-data.data": stored}), timeout=60
+        )
+        assert shown.status_code == 200, shown.text
+        return shown.text
+
+    assert "This server requires an API token to read" in studies_page(None)
+    assert "Token rejected" in studies_page("psk_not-a-real-token")
+    page = studies_page(alice)
+    assert "requires an API token" not in page and "studies-list" in page

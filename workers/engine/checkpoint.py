@@ -22,12 +22,13 @@ class CheckpointError(EngineError):
 
 
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write `obj` with `torch.save` to `path` atomically (tmp file + fsync + os.replace)."""
+    """Write `obj` with `torch.save` to `path` atomically (tmp file + fsync + os.replace), readable
+    by this user only (0600, like the model files of `artifacts.save_model`)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             torch.save(obj, f)
             f.flush()
             # without fsync a power loss after os.replace can leave an empty file behind the name

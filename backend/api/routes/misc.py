@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import ArtefactId, SessionDep, SettingsDep
+from backend.api.deps import ArtefactId, ReaderDep, SessionDep, SettingsDep
 from backend.api.schemas import READ_ERRORS, CatalogOut, HealthOut
 from backend.services import artefact_files
 from backend.services import health as health_checks
@@ -18,13 +18,15 @@ router = APIRouter(tags=["misc"], responses=READ_ERRORS)
 
 
 @router.get("/artefacts/{artefact_id}", response_class=FileResponse)
-def download_artefact(artefact_id: ArtefactId, session: SessionDep, settings: SettingsDep) -> Any:
+def download_artefact(
+    artefact_id: ArtefactId, session: SessionDep, settings: SettingsDep, _reader: ReaderDep
+) -> Any:
     path, filename = artefact_files.artefact_file(session, artefact_id, settings)
     return FileResponse(path, filename=filename, media_type="application/octet-stream")
 
 
 @router.get("/catalog", response_model=CatalogOut)
-def catalog() -> Any:
+def catalog(_reader: ReaderDep) -> Any:
     """The models and data sets a study may name, the variant kinds, the FLOPs convention."""
     return catalog_view()
 

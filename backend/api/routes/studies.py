@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.analysis import AnalysisReport
-from backend.api.deps import SessionDep, SettingsDep, StudyId, WriterDep
+from backend.api.deps import (
+    ReaderDep,
+    SessionDep,
+    SettingsDep,
+    StudyId,
+    StudyOwnerDep,
+    WriterDep,
+    require_reader,
+)
+from backend.api.redaction import public_rows, public_runs_page
 from backend.api.responses import NOT_MODIFIED, cached_json_response
 from backend.api.schemas import (
     READ_ERRORS,
@@ -42,7 +51,10 @@ from backend.services import (
 from backend.services.errors import FieldError
 from backend.spec import StudySpec
 
-router = APIRouter(prefix="/studies", tags=["studies"], responses=READ_ERRORS)
+# Every route reads as someone (PRUNESCAPE_AUTH=all: a token holder); writes also need a writer.
+router = APIRouter(
+    prefix="/studies", tags=["studies"], responses=READ_ERRORS, dependencies=[Depends(require_reader)]
+)
 
 Metric = Literal["top1", "top5"]
 OFFSET_MAX = 2**31 - 1  # larger offsets name no row and overflow the databases' OFFSET
@@ -61,7 +73,7 @@ def create_study(spec: StudySpec, session: SessionDep, settings: SettingsDep, wr
 @router.post("/plan", response_model=PlanOut)
 def plan_study(spec: StudySpec, settings: SettingsDep) -> Any:
     """A dry run of POST /studies: the same validation and limits, the runs it would plan; nothing
-    is stored, so it is open like the reads when auth is on."""
+    is stored, so it is open like the reads (with PRUNESCAPE_AUTH=all, to token holders)."""
     return study_creation.plan_preview(spec, settings)
 
 
@@ -180,7 +192,7 @@ def get_study(study_id: StudyId, session: SessionDep) -> Any:
 
 
 @router.post("/{study_id}/cancel", response_model=CancelOut, responses=WRITE_ERRORS)
-def cancel_study(study_id: StudyId, session: SessionDep, _writer: WriterDep) -> Any:
+def cancel_study(study_id: StudyId, session: SessionDep, _owner: StudyOwnerDep) -> Any:
     return study_actions.cancel_study(session, study_id)
 
 
@@ -189,7 +201,7 @@ def extend_study(
     study_id: StudyId,
     session: SessionDep,
     settings: SettingsDep,
-    _writer: WriterDep,
+    _owner: StudyOwnerDep,
     body: Annotated[ExtendIn | None, Body()] = None,
 ) -> Any:
     body = body or ExtendIn()
@@ -205,7 +217,7 @@ def extend_study(
     },
 )
 def delete_study(
-    study_id: StudyId, session: SessionDep, settings: SettingsDep, _writer: WriterDep
+    study_id: StudyId, session: SessionDep, settings: SettingsDep, _owner: StudyOwnerDep
 ) -> Response:
     """Cancels every run first. 204: deleted. 202: some runs were running; the study is marked
     `deleting` and goes (rows and files) when they have stopped, at their next epoch."""
@@ -219,6 +231,7 @@ def delete_study(
 def list_runs(
     study_id: StudyId,
     session: SessionDep,
+    reader: ReaderDep,
     variant: Annotated[str | None, Query(max_length=64)] = None,
     status: RunStatus | None = None,
     kind: RunKind | None = None,
@@ -229,7 +242,7 @@ def list_runs(
         session, study_id, limit=limit, offset=offset, variant=variant, status=status, kind=kind
     )
     session.close()  # give the connection back from this thread (see deps.get_db)
-    return Response(page, media_type="application/json")
+    return Response(page if reader.sees_details else public_runs_page(page), media_type="application/json")
 
 
 @router.get(
@@ -271,8 +284,14 @@ def variants(study_id: StudyId, session: SessionDep) -> Any:
     responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
     response_model=None,
 )
-def export(study_id: StudyId, session: SessionDep, format: Literal["csv", "json"] = "csv") -> Any:  # noqa: A002
+def export(
+    study_id: StudyId,
+    session: SessionDep,
+    reader: ReaderDep,
+    format: Literal["csv", "json"] = "csv",  # noqa: A002
+) -> Any:
     rows = results_files.export_rows(session, study_id)
+    rows = rows if reader.sees_details else public_rows(rows)
     if format == "json":
         study = queries.get_study(session, study_id)
         return {"study": {"id": study.id, "name": study.name, "kind": study.kind}, "rows": rows}
