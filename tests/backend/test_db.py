@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import sqlalchemy as sa
@@ -144,3 +145,20 @@ def test_the_autoincrement_migration_keeps_every_row_and_reference(tmp_path):
     with engine.connect() as conn:
         assert conn.exec_driver_sql("select count(*) from runs").scalar() == 1
     engine.dispose()
+
+
+def test_health_shows_no_server_path_when_auth_is_on(settings, fake_dispatch):
+    """/health stays open for monitors in every auth mode; with auth on its error texts name no
+    directory of the server (here: a file where the artefact directory should be)."""
+    from backend.api import create_app
+
+    root = settings.artifact_root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root.write_text("not a directory")
+    fake_dispatch.health = {"ok": True, "workers": ["w"], "url": "redis://secret-host:6379/0"}
+    open_body = TestClient(create_app(settings)).get("/api/v1/health").json()
+    assert str(root) in open_body["artefacts"]["error"]  # auth off: the operator's own server
+    settings.auth = "writes"
+    body = TestClient(create_app(settings)).get("/api/v1/health").json()
+    assert body["status"] == "degraded" and "not a directory" in body["artefacts"]["error"]
+    assert str(root) not in json.dumps(body) and "secret-host" not in json.dumps(body)

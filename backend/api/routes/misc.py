@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import ArtefactId, ReaderDep, SessionDep, SettingsDep
+from backend.api.redaction import public_error
 from backend.api.schemas import READ_ERRORS, CatalogOut, HealthOut
 from backend.services import artefact_files
 from backend.services import health as health_checks
@@ -31,14 +32,24 @@ def catalog(_reader: ReaderDep) -> Any:
     return catalog_view()
 
 
+def _without_paths(part: dict[str, Any]) -> dict[str, Any]:
+    hidden = {k: public_error(v) for k, v in part.items() if k in ("error", "ping_error", "note") and v}
+    hidden.pop("url", None)
+    return {**{k: v for k, v in part.items() if k != "url"}, **hidden}
+
+
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
 async def health(request: Request, settings: SettingsDep) -> Any:
     """Bounded in time under any load: no request-scoped database session, the broker answered
-    from a cached single-flight probe (backend/services/health.py)."""
+    from a cached single-flight probe (backend/services/health.py). Open in every auth mode (for
+    monitors); with auth on, its error texts carry no server path (the artefact directory, the
+    database's host)."""
     database = await run_in_threadpool(health_checks.database_health, request.app.state.sessionmaker)
     broker = await request.app.state.broker_health.aget()
     workers = [str(w) for w in broker.get("workers") or []]
     artefacts = await run_in_threadpool(health_checks.artefacts_health, settings)
+    if settings.auth_mode != "off":
+        database, broker, artefacts = (_without_paths(part) for part in (database, broker, artefacts))
     body = HealthOut(
         status=health_checks.overall(database, broker, artefacts),
         database=database,
