@@ -71,10 +71,6 @@ def finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def log10_or_none(value: Any) -> float | None:
-    return math.log10(value) if finite(value) and value > 0 else None
-
-
 def ellipse_outline(
     centre: Sequence[float], length: float, width: float, angle_deg: float, n: int = 97
 ) -> tuple[list[float], list[float]]:

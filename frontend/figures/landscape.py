@@ -6,8 +6,6 @@ plots compare at a glance; points below the floor take the lowest colour (clippe
 
 from __future__ import annotations
 
-from typing import Any
-
 import plotly.graph_objects as go
 
 from frontend.figures import record as rec
@@ -188,12 +186,4 @@ def landscape_figures(analysis: dict, *, floor: float | None = None) -> dict[str
     """All variants of one study, base first, on one shared colour range."""
     return {
         variant: landscape_figure(analysis, variant, floor=floor) for variant in rec.variant_names(analysis)
-    }
-
-
-def landscape_trace_summary(fig: go.Figure) -> dict[str, Any]:
-    """Small introspection helper for tests and the CSV export: trace names and z ranges."""
-    return {
-        "names": [trace.name for trace in fig.data],
-        "ranges": [(getattr(trace, "zmin", None), getattr(trace, "zmax", None)) for trace in fig.data],
     }

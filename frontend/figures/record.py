@@ -1,19 +1,20 @@
 """Reading the analysis record (backend/analysis/records.py, served by GET /studies/{id}/analysis).
 
-The only module that knows the record's key names, so the figure functions stay about drawing.
+The only module that knows the record's key names, so the figure functions stay about drawing. It
+reads the record's one shape: a renamed or missing field fails a contract test
+(tests/frontend/test_contracts.py), it is not papered over by a second spelling.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from frontend.figures.common import finite, log10_or_none
+from frontend.figures.common import finite
 
 
 def variant_names(analysis: dict) -> list[str]:
     """Variants in the record's order (base first)."""
-    names = analysis.get("variants") or list((analysis.get("results") or {}).keys())
-    return [v["name"] if isinstance(v, dict) else str(v) for v in names]
+    return list(analysis.get("variants") or [])
 
 
 def result(analysis: dict, variant: str) -> dict:
@@ -38,85 +39,45 @@ def colour_range(analysis: dict, floor: float | None = None) -> tuple[float, flo
     return float(zmin), float(zmax)
 
 
-def _xy(point: dict) -> tuple[float | None, float | None]:
-    x, y = point.get("x"), point.get("y")
-    if x is None:
-        x = log10_or_none(point.get("wd"))
-    if y is None:
-        y = log10_or_none(point.get("lr"))
-    return x, y
-
-
-def _point(raw: dict) -> dict:
-    x, y = _xy(raw)
-    value = raw.get("value", raw.get("mean"))
-    run_ids = raw.get("run_ids") or []
-    n = raw.get("n")
-    n_diverged = raw.get("n_diverged") or 0
-    if value is None or not finite(value):
-        status = "missing"
-    elif n and n_diverged >= n:
-        status = "diverged"  # every seed at this point diverged
-    else:
-        status = "finished"
-    return {
-        "x": x,
-        "y": y,
-        "lr": raw.get("lr", 10**y if y is not None else None),
-        "wd": raw.get("wd", 10**x if x is not None else None),
-        "value": value if finite(value) else None,
-        "std": raw.get("std"),
-        "seeds": n if n is not None else len(run_ids) or None,
-        "n_diverged": n_diverged,
-        "run_ids": list(run_ids),
-        "status": status,
-    }
+def _status(mean: float | None, n: int, n_diverged: int) -> str:
+    if mean is None or not finite(mean):
+        return "missing"
+    return "diverged" if n and n_diverged >= n else "finished"  # every seed at this point diverged
 
 
 def landscape_points(analysis: dict, variant: str) -> list[dict]:
-    """Every grid point of the variant, status `finished` | `diverged` | `missing`.
-
-    The record holds them column-wise (`landscape.points` = {x: [...], y: [...], mean: [...]}).
-    """
+    """Every grid point of the variant that has a result, status `finished` | `diverged`: the
+    record's column-wise `landscape.points` turned into one dict per point."""
     columns = (result(analysis, variant).get("landscape") or {}).get("points") or {}
-    if isinstance(columns, list):  # row-wise (e.g. the /landscape endpoint's points)
-        rows = columns
-    else:
-        n = len(columns.get("x") or [])
-        run_ids = columns.get("run_ids") or [None] * n
-        rows = [
+    n = len(columns.get("x") or [])
+    run_ids = columns.get("run_ids")
+    points = []
+    for i in range(n):
+        mean = columns["mean"][i]
+        points.append(
             {
                 "x": columns["x"][i],
                 "y": columns["y"][i],
-                "wd": (columns.get("wd") or [None] * n)[i],
-                "lr": (columns.get("lr") or [None] * n)[i],
-                "mean": (columns.get("mean") or [None] * n)[i],
-                "std": (columns.get("std") or [None] * n)[i],
-                "n": (columns.get("n") or [None] * n)[i],
-                "n_diverged": (columns.get("n_diverged") or [0] * n)[i],
-                "run_ids": run_ids[i] or [],
+                "lr": columns["lr"][i],
+                "wd": columns["wd"][i],
+                "value": mean if finite(mean) else None,
+                "std": columns["std"][i],
+                "seeds": columns["n"][i],
+                "n_diverged": columns["n_diverged"][i],
+                "run_ids": list(run_ids[i]) if run_ids is not None else [],
+                "status": _status(mean, columns["n"][i], columns["n_diverged"][i]),
             }
-            for i in range(n)
-        ]
-    points = [_point(raw) for raw in rows]
-    return [p for p in points if p["x"] is not None and p["y"] is not None]
+        )
+    return points
 
 
 def landscape_grid(analysis: dict, variant: str) -> dict | None:
     """{'x': log10 wd axis, 'y': log10 lr axis, 'z': rows by lr} or None when there is no grid yet."""
-    landscape = result(analysis, variant).get("landscape") or {}
-    x, y, z = landscape.get("x"), landscape.get("y"), landscape.get("z")
-    if x is None or y is None or z is None:
-        points = landscape_points(analysis, variant)
-        if not points:
-            return None
-        xs = sorted({round(p["x"], 9) for p in points})
-        ys = sorted({round(p["y"], 9) for p in points})
-        z = [[None] * len(xs) for _ in ys]
-        for p in points:
-            z[ys.index(round(p["y"], 9))][xs.index(round(p["x"], 9))] = p["value"]
-        x, y = xs, ys
-    return {"x": list(x), "y": list(y), "z": [[v if finite(v) else None for v in row] for row in z]}
+    landscape = result(analysis, variant).get("landscape")
+    if not landscape:
+        return None
+    z = [[v if finite(v) else None for v in row] for row in landscape["z"]]
+    return {"x": list(landscape["x"]), "y": list(landscape["y"]), "z": z}
 
 
 def grid_has_contour(grid: dict) -> bool:
@@ -131,41 +92,43 @@ def point_customdata(point: dict) -> list[Any]:
     return [run_id, point.get("lr"), point.get("wd"), point.get("value"), point.get("seeds")]
 
 
-def _ellipse(level: float, raw: dict) -> dict | None:
-    centre = raw.get("centre")
-    length, width = raw.get("length"), raw.get("width")
-    angle = raw.get("angle_deg")
-    if centre is None or not finite(length) or not finite(width) or not finite(angle):
-        return None
-    return {
-        "level": float(raw.get("level", level)),
-        "centre": [float(centre[0]), float(centre[1])],
-        "length": float(length),
-        "width": float(width),
-        "angle_deg": float(angle),
-        "n_points": raw.get("n_points"),
-    }
-
-
 def ellipses(analysis: dict, variant: str) -> list[dict]:
-    """The variant's ROI ellipses ordered by level (0.5 then 1.0); levels with < 5 points are absent."""
+    """The variant's ROI ellipses ordered by level (0.5 then 1.0); levels with < 5 points have none
+    (their entry is null in the record)."""
     raw = result(analysis, variant).get("ellipse") or {}
-    out = []
-    for level, value in raw.items():
-        if not isinstance(value, dict):
-            continue
-        parsed = _ellipse(float(level), value)
-        if parsed is not None:
-            out.append(parsed)
+    out = [
+        {
+            "level": float(e["level"]),
+            "centre": [float(e["centre"][0]), float(e["centre"][1])],
+            "length": float(e["length"]),
+            "width": float(e["width"]),
+            "angle_deg": float(e["angle_deg"]),
+            "n_points": e["n_points"],
+        }
+        for e in raw.values()
+        if e is not None
+    ]
     return sorted(out, key=lambda e: e["level"])
 
 
 def best_point(analysis: dict, variant: str) -> dict | None:
+    """The variant's best point (the best seed-mean, the record's tie rule), or None."""
     best = result(analysis, variant).get("best")
     if not best:
         return None
-    point = _point(best)
-    return point if point["x"] is not None else None
+    return {
+        "x": best["x"],
+        "y": best["y"],
+        "lr": best["lr"],
+        "wd": best["wd"],
+        "value": best["value"],
+        "std": best["std"],
+        "seeds": best["n"],
+        "ci_low": best.get("ci_low"),
+        "ci_high": best.get("ci_high"),
+        "run_ids": list(best["run_ids"] or []),
+        "status": "finished",
+    }
 
 
 def axis_ranges(

@@ -8,10 +8,10 @@ import time
 from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from backend.run_states import ENDED, RETRYABLE
 from frontend.api_client import API_PREFIX, ApiError
 from frontend.figures import epoch_curves_figure
 from frontend.pages.components import figure_card, fmt, status_badge
-from frontend.pages.normalise import FINISHED_STATES, RETRYABLE_RUN_STATES
 from frontend.pages.token import STORE_ID as TOKEN_STORE
 from frontend.pages.token import read_refusal, refusal
 
@@ -174,9 +174,9 @@ def register(app: Dash, client_factory) -> None:
             return message, None, {}, None, exc.status in (401, 403, 404), HIDDEN, None
         header, details, figure, artefacts = render(run)
         status = run.get("status")
-        retry_style = None if status in RETRYABLE_RUN_STATES else HIDDEN
+        retry_style = None if status in RETRYABLE else HIDDEN
         note = DIVERGED_NOTE if status == "diverged" else None
-        return header, details, figure, artefacts, status in FINISHED_STATES, retry_style, note
+        return header, details, figure, artefacts, status in ENDED, retry_style, note
 
     @app.callback(
         Output("run-retry-result", "children"),

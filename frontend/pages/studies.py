@@ -8,7 +8,7 @@ from dash import Dash, Input, Output, dcc, html
 
 from frontend.api_client import ApiError
 from frontend.pages.components import fmt, progress_bar, status_badge
-from frontend.pages.normalise import study_summary
+from frontend.pages.study_record import study_summary
 from frontend.pages.token import STORE_ID as TOKEN_STORE
 from frontend.pages.token import read_refusal
 

@@ -25,7 +25,7 @@ from frontend.figures import (
 from frontend.figures import record as rec
 from frontend.pages import study_data as sd
 from frontend.pages.components import data_table, figure_card, fmt, progress_bar, status_badge
-from frontend.pages.normalise import active_runs, study_is_done, study_is_open, study_summary
+from frontend.pages.study_record import active_runs, study_is_done, study_is_open, study_summary
 from frontend.pages.token import STORE_ID as TOKEN_STORE
 from frontend.pages.token import read_refusal, refusal
 

@@ -12,11 +12,11 @@ from typing import Any
 from dash import html
 from dash.dash_table.Format import Format, Scheme
 
+from backend.run_states import ACTIVE
 from frontend.api_client import ApiClient, ApiError
 from frontend.figures import record as rec
 from frontend.figures.common import finite
 from frontend.pages.components import fmt, fmt_p, fmt_sig
-from frontend.pages.normalise import ACTIVE_RUN_STATES
 
 LABELS = {
     "variant": "variant",
@@ -83,7 +83,7 @@ def best_per_variant(data: dict) -> list[dict]:
 
 def measure_runs_waiting(data: dict) -> int:
     runs = (data.get("extras") or {}).get("measure_runs") or []
-    return sum(run.get("status") in ACTIVE_RUN_STATES for run in runs)
+    return sum(run["status"] in ACTIVE for run in runs)
 
 
 def _runs(n: int, kind: str) -> str:

@@ -14,7 +14,7 @@ from frontend.app import make_client_factory
 from frontend.pages import new, run, study
 from frontend.pages import study_data as sd
 from frontend.pages.components import fmt_p, fmt_sig
-from frontend.pages.normalise import study_is_done, study_is_open
+from frontend.pages.study_record import study_is_done, study_is_open
 from frontend.pages.token import clean_token, refusal, refused_message
 
 

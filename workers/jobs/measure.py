@@ -73,12 +73,12 @@ def run_measure(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = N
                 "ONNX model to measure"
             )
         rel = inp.quantised_model  # what the quantise run at the prior made: measured, not redone
-        updates["histograms"] = {
+        updates["histograms"] = {  # one shape for every variant: {layers, before, before_label}
             # The exporter folds BatchNorm into the convs: compare the int8 weights with the same
             # folded fp32 weights, not with the unfolded torch ones.
             "before": _folded_fp32_histograms(model, input_shape),
             "before_label": "fp32, BatchNorm folded",
-            "after": weight_histograms(str(root / rel)),
+            "layers": weight_histograms(str(root / rel)),
         }
     else:
         rel = f"{vdir}/model.pt"
@@ -95,7 +95,8 @@ def run_measure(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = N
                     input_shape=input_shape, meta={"variant": inp.variant_name, "weights": weights},
                 )  # fmt: skip
             updates["size_sparse_bytes"] = sparse_size_bytes(model)
-        updates["histograms"] = weight_histograms(model)
+        # "before" of a compressed fp32 variant is its source's "layers" (the page looks it up)
+        updates["histograms"] = {"layers": weight_histograms(model), "before": None, "before_label": None}
     size = file_size_bytes(root / rel)
     updates["size_bytes"] = size
     artefacts.append(Artefact("onnx" if rel.endswith(".onnx") else "model", rel, size, variant_level=True))
