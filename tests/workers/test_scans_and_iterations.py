@@ -184,7 +184,9 @@ def test_cancel_between_rounds_keeps_the_rounds_done(sqlite_db, monkeypatch):
         assert record["step"] == 1 and record["sparsity"] == pytest.approx(0.2, abs=0.01)
         assert prune.epochs_done == 1
         trains = s.scalars(
-            sa.select(Run.status).where(Run.study_id == study_id, Run.kind == "train", Run.variant_id != prune.variant_id)
+            sa.select(Run.status).where(
+                Run.study_id == study_id, Run.kind == "train", Run.variant_id != prune.variant_id
+            )
         ).all()
         assert trains == ["succeeded"]  # the base ran
         grid = s.scalars(sa.select(Run.status).where(Run.depends_on_id == prune_id)).all()

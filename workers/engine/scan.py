@@ -217,6 +217,12 @@ def _rewind_to(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
             if dest is None or tuple(dest.shape) != tuple(value.shape):
                 raise PruningError(f"rewind weights do not fit the pruned model at {key!r}")
             dest.copy_(value)
+        for (
+            module
+        ) in model.modules():  # `weight` = weight_orig x mask, refreshed now, not at the next forward
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, torch_prune.BasePruningMethod):
+                    setattr(module, hook._tensor_name, hook.apply_mask(module))
 
 
 def iterative_prune(
