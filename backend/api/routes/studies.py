@@ -250,7 +250,7 @@ def variants(study_id: StudyId, session: SessionDep) -> Any:
         200: {"content": {"text/csv": {}}, "description": "one row per scan evaluation"},
         404: {"model": ErrorOut, "description": "unknown study, or its spec asks for no scans"},
     },
-    response_class=PlainTextResponse,
+    response_model=None,
 )
 def scans_csv(study_id: StudyId, session: SessionDep) -> Any:
     """The study's sensitivity scans as CSV (columns in docs/api.md); the JSON is in /variants."""
