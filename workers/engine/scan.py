@@ -115,6 +115,7 @@ def sensitivity_scan(
             on_row(row)
 
     reference = _accuracy(base, data, device, batch_size) if 0.0 in values else None
+    base.cpu()  # prune on the CPU (as the prune job does); each pruned copy is evaluated on `device`
 
     def stopped() -> bool:
         return should_stop is not None and bool(should_stop())
