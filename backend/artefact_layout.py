@@ -8,6 +8,7 @@ every worker and the API). Paths are relative to it, as they are stored in the d
     study_<id>/run_<id>/model.onnx       an int8 / mixed model of a quantise run
     study_<id>/variant_<id>/model.*      the variant's model: pruned architecture + weights, or what
                                          its measure run measured
+    study_<id>/variant_<id>/model_fp32.onnx  its fp32 ONNX export, timed by ONNX Runtime (measure run)
 """
 
 from __future__ import annotations

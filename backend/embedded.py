@@ -100,7 +100,7 @@ class EmbeddedService:
 
     def _reconcile_loop(self) -> None:
         from backend.db.session import session_factory
-        from backend.services.dispatch import reconcile
+        from workers.dispatch import reconcile
 
         interval = min(RECONCILE_EVERY_S, max(1.0, self.settings.reconcile_after_s / 2))
         make_session = session_factory(self.settings)

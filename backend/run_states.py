@@ -20,7 +20,10 @@ from collections.abc import Mapping
 RUN_STATUSES = ("blocked", "pending", "queued", "running", "succeeded", "failed", "diverged", "cancelled")
 ACTIVE = ("blocked", "pending", "queued", "running")  # still to happen
 ENDED = ("succeeded", "failed", "diverged", "cancelled")  # nothing more will happen without a retry
-SCORED = ("succeeded", "diverged")  # ended with an accuracy: a point of the landscape (SPEC: diverged counts)
+SCORED = (
+    "succeeded",
+    "diverged",
+)  # ended with an accuracy: a point of the landscape (docs/spec.md: diverged counts)
 CLAIMABLE = ("pending", "queued")  # a worker may take these
 RETRYABLE = ("failed", "cancelled")
 

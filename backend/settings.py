@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = Field(
         MAX_DATASET_BYTES, ge=1, description="decoded bytes a run may load (4 GiB; catalog.MAX_DATASET_BYTES)"
     )
+    # Latency protocol of the measure job (docs/spec.md section 6: >= 10 warm-up and >= 50 timed runs per
+    # batch size). Lower values make quick studies and tests faster; their figures then say
+    # meets_spec: false. Upper bounds: the engine's (workers/engine/measure.py MAX_WARMUP, MAX_RUNS).
+    latency_warmup: int = Field(10, ge=0, le=10_000, description="untimed runs before each latency figure")
+    latency_runs: int = Field(50, ge=1, le=100_000, description="timed runs of each latency figure")
 
     api_url: str | None = None  # where the dashboard reaches the API; None = the serving origin
     dashboard_api_timeout: float = 60.0

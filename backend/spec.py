@@ -32,7 +32,7 @@ MAX_INDEX = 10_000
 # Every grid value must be a finite, normal float > 0: its log10 must stay within these bounds.
 GRID_LOG10_MIN, GRID_LOG10_MAX = -300.0, 300.0
 
-# Sensitivity scans (SPEC section 4): a few scans per study, each a short list of fractions; a
+# Sensitivity scans (docs/spec.md section 4): a few scans per study, each a short list of fractions; a
 # layer scan evaluates the validation set layers x fractions times.
 MAX_SCANS = 8
 MAX_SCAN_FRACTIONS = 20
@@ -335,7 +335,7 @@ class QuantisedVariant(_VariantBase):
 
 
 class ScanSpec(_Strict):
-    """One sensitivity scan (SPEC section 4): the accuracy of a trained model pruned by each
+    """One sensitivity scan (docs/spec.md section 4): the accuracy of a trained model pruned by each
     fraction without retraining. `on`: `base` scans the base model trained at the prior; `all`
     also scans every structured / unstructured variant's model trained at the prior."""
 

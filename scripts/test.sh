@@ -13,4 +13,5 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports  # the layers of docs/architecture.md (contracts in pyproject.toml)
 exec .venv/bin/pytest "$@"

@@ -1,14 +1,14 @@
 """The Celery app, configured from the settings. Importing this module imports no torch and
-touches no GPU: CUDA is initialised only inside a task (workers/tasks.py -> workers/jobs.py).
+touches no GPU: CUDA is initialised only inside a task (workers/tasks.py -> workers/jobs/).
 
-Settings that matter for hour-long GPU jobs (ARCHITECTURE.md):
+Settings that matter for hour-long GPU jobs (docs/architecture.md):
 - `task_acks_late` + `task_reject_on_worker_lost`: a message is acknowledged after the task ends,
   so a worker that dies mid-run does not lose it;
 - `worker_prefetch_multiplier=1`: a worker holds one run at a time, the rest stay in the queue for
   other workers;
 - broker `visibility_timeout` longer than the longest run (24 h by default): Redis would otherwise
   redeliver a still-running message. A worker killed outright is handled by the reconciler
-  (backend/services/dispatch.py) and the claim in the database, not by waiting for this timeout.
+  (workers/dispatch.py) and the claim in the database, not by waiting for this timeout.
 
 Environment (besides the `PRUNESCAPE_*` settings): `PRUNESCAPE_QUEUE` (default `prunescape`; team
 mode may give each GPU its own) and `PRUNESCAPE_VISIBILITY_TIMEOUT_S` (default 86400).

@@ -1,6 +1,6 @@
 """The one Celery task: `prunescape.execute_run(run_id)`.
 
-Claim the run in the database, run its job (workers/jobs.py), store the result, release the runs
+Claim the run in the database, run its job (workers/jobs/), store the result, release the runs
 that waited on it and dispatch them. The task is idempotent: a second delivery of the same id finds
 the run claimed or finished and does nothing. `execute()` is the same without Celery (tests, CLI).
 
@@ -240,6 +240,8 @@ def load_input(session: Session, run_id: int, settings: Settings) -> Any:
         artifact_root=settings.artifact_root,
         data_roots=tuple(settings.dataset_roots),
         max_dataset_bytes=settings.max_dataset_bytes,
+        latency_warmup=settings.latency_warmup,
+        latency_runs=settings.latency_runs,
         lr=run.lr,
         wd=run.wd,
         seed=run.seed,

@@ -2,7 +2,7 @@
 
 Public entry points: :func:`analyse` (the whole analysis), :func:`landscape_for` (one variant's
 landscape), :func:`parse_results_csv` / :func:`table_from_rows` (the results table) and
-:class:`ResultsFileError`. Definitions: SPEC section 5; JSON shape: :mod:`backend.analysis.records`.
+:class:`ResultsFileError`. Definitions: docs/spec.md section 5; JSON shape: :mod:`backend.analysis.records`.
 """
 
 from backend.analysis.landscape import landscape_for

@@ -1,4 +1,4 @@
-"""The study-wide colour scale of landscape plots (SPEC section 5).
+"""The study-wide colour scale of landscape plots (docs/spec.md section 5).
 
 One scale for every variant of a study, so their landscapes compare at a glance: from the
 ``floor_percentile``-th percentile (85 by default: the study's "top 15 %") of all observed

@@ -1,4 +1,4 @@
-"""Confidence ellipse of an x-ROI (SPEC section 5).
+"""Confidence ellipse of an x-ROI (docs/spec.md section 5).
 
 Only when the ROI has at least ``MIN_POINTS`` = 5 points. With the points p_i = (log10 wd,
 log10 lr):

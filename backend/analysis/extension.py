@@ -1,4 +1,4 @@
-"""Grid extension proposal (SPEC section 5, auto-extension).
+"""Grid extension proposal (docs/spec.md section 5, auto-extension).
 
 For every side of the grid (lr low / high, wd low / high) where a point of the variant's 1.0-ROI
 lies on the grid's edge, propose the next row or column one step beyond that edge. The edge is the

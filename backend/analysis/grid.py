@@ -5,7 +5,7 @@ A study grid (contracts section 2) has lr/wd values ``centre * 10 ** (step * i)`
 axis from the observed values: the step is the smallest gap between distinct log10 values, the
 axis is *regular* when every gap is a whole multiple of it (within 1e-3 steps), and the centre is
 the lattice point ``floor(n_steps / 2)`` steps above the smallest value (the middle of a 9-point
-axis). An axis with a single value borrows the other axis's step (or the SPEC default 0.2).
+axis). An axis with a single value borrows the other axis's step (or docs/spec.md default 0.2).
 
 The plotting axes are the union of the grid's lattice values and every observed value, so a grid
 that is still filling shows its unfilled points as ``None`` and an off-lattice value still appears.

@@ -1,4 +1,4 @@
-"""Latency comparison of a study's variants, one runtime at a time (SPEC section 6).
+"""Latency comparison of a study's variants, one runtime at a time (docs/spec.md section 6).
 
 The rule: a latency ratio is taken only between two figures of the same runtime and batch size.
 A variant with no figure on a runtime gets no ratio there, whatever it has on another runtime;

@@ -1,4 +1,4 @@
-"""Seed noise: how much of the landscape is measurement noise (SPEC section 7).
+"""Seed noise: how much of the landscape is measurement noise (docs/spec.md section 7).
 
 Noise of a variant, in percentage points:
 

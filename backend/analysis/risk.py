@@ -1,4 +1,4 @@
-"""Performance risk of not retuning after compression (SPEC section 5).
+"""Performance risk of not retuning after compression (docs/spec.md section 5).
 
 Theta_R = the base model's 0.5-ROI. For each theta in Theta_R where variant v has a result:
 

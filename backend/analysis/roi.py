@@ -1,4 +1,4 @@
-"""Best point and x-ROI (SPEC section 5).
+"""Best point and x-ROI (docs/spec.md section 5).
 
 - Best: theta*_v = argmax f_v over the grid points where v has a result. Values within
   ``TIE_TOL`` (1e-9 percentage points) of the maximum are ties; all of them are reported and the

@@ -1,9 +1,9 @@
-"""Shift test: has compression moved the x-ROI? (SPEC section 5: what the study only eyeballed.)
+"""Shift test: has compression moved the x-ROI? (docs/spec.md section 5: what the study only eyeballed.)
 
 Statistic. The centre of an x-ROI ellipse is the mean of its points in (log10 wd, log10 lr).
 delta = centre_v - centre_base per axis (log10 units, variant minus base) and the test statistic is
 the centre distance T = ||delta||. The test runs only when both ellipses exist (>= 5 ROI points
-each, the SPEC's condition for an ellipse); otherwise it says why not.
+each, docs/spec.md's condition for an ellipse); otherwise it says why not.
 
 Confidence interval. Percentile bootstrap; the 95 % interval per axis is the 2.5th to 97.5th
 percentile of the resampled deltas. What is resampled (``resampling`` in the record):
@@ -11,7 +11,7 @@ percentile of the resampled deltas. What is resampled (``resampling`` in the rec
 - ``"roi points"`` (one seed, or either side without a point with >= 2 seeds): ``n_boot`` times,
   resample the variant's ROI points with replacement (n_v of them) and, independently, the base's
   (n_b), and recompute delta.
-- ``"seeds"`` (the variant and the base both have points with >= 2 seeds; SPEC section 7): the
+- ``"seeds"`` (the variant and the base both have points with >= 2 seeds; docs/spec.md section 7): the
   caller passes ``seed_deltas``, the deltas of the seed bootstrap of :mod:`~backend.analysis.noise`:
   in resample b, the seeds of every point of the variant and of the base are resampled, both
   x-ROIs are recomputed from the resampled seed-means and delta_b = centre_v,b - centre_base,b

@@ -2,7 +2,7 @@
 
 Columns: ``variant, lr, wd, seed, top1`` (required), ``top5``, ``status``, ``run_id`` (optional).
 ``status`` is ``succeeded`` (the default when the column or the cell is empty) or ``diverged``; a
-diverged run keeps its final accuracy and takes part in the landscape (SPEC section 3).
+diverged run keeps its final accuracy and takes part in the landscape (docs/spec.md section 3).
 
 Two entry points build the same :class:`ResultsTable`:
 

@@ -229,6 +229,119 @@ class Landscape(BaseModel):
     best: LandscapePoint | None
 
 
+RUNTIME_NAMES = "`onnxruntime-cpu` | `torch-cpu` | `torch-cuda` | `onnxruntime-cuda`"
+
+
+class BatchTiming(BaseModel):
+    """One batch size's timed runs on one runtime."""
+
+    median_ms: float | None = Field(description="median wall time of one batch, ms")
+    p90_ms: float | None = Field(None, description="90th percentile, ms")
+    min_ms: float | None = Field(None, description="fastest timed run, ms")
+    images_per_s: float | None = Field(None, description="batch size * 1000 / median_ms")
+
+
+class RuntimeRecord(BaseModel):
+    """A variant's latency on one runtime, as its measure run stored it
+    (`workers.engine.runtimes.latency_by_runtime`). `supported: false` records hold only
+    `runtime`, `supported`, `precision` and `reason`: that runtime gives no figure for this variant."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    runtime: str = Field(description=f"the runtime's fixed name: {RUNTIME_NAMES}")
+    supported: bool = Field(description="false: no figure on this runtime, `reason` says why")
+    precision: str | None = Field(None, description="what was timed: `fp32` | `fp16` | `int8`")
+    reason: str | None = Field(None, description="why this runtime gives no figure (supported false)")
+    device: str | None = Field(None, description="`cpu` | `cuda`")
+    device_name: str | None = Field(None, description="CPU model or GPU name")
+    threads: int | None = Field(None, description="intra-op threads, the same on every runtime")
+    warmup: int | None = Field(None, description="untimed runs before the timed ones")
+    runs: int | None = Field(None, description="timed runs per batch size")
+    meets_spec: bool | None = Field(
+        None,
+        description="warm-up >= 10 and runs >= 50 (docs/spec.md section 6); false: a quick figure, not a measurement",
+    )
+    input_shape: list[int] | None = Field(None, description="C, H, W of one image")
+    by_batch: dict[str, BatchTiming] | None = Field(None, description="batch size (as a string) -> timing")
+    load_average_1m: float | None = Field(None, description="machine load when timing began")
+    library: str | None = Field(None, description="`torch` | `onnxruntime`")
+    library_version: str | None = None
+    model_format: str | None = Field(
+        None, description="what the runtime ran: `torch` | `onnx-fp32` | `onnx-fp16` | `onnx-qdq`"
+    )
+    max_abs_diff_vs_torch: float | None = Field(
+        None, description="largest logit difference of an `onnx-fp32` export from its module (else null)"
+    )
+
+
+class LatencyRow(BaseModel):
+    """One variant at one batch size on one runtime, its ratio taken to the base on that runtime only."""
+
+    variant: str
+    kind: str | None
+    batch: str = Field(description="batch size, as a string")
+    timed: bool = Field(description="this variant has a figure on this runtime at this batch size")
+    reason: str | None = Field(
+        description="why there is no figure, or no ratio (the base has no figure here); null otherwise"
+    )
+    precision: str | None = Field(description="`fp32` | `fp16` | `int8` as timed")
+    device_name: str | None
+    threads: int | None
+    median_ms: float | None
+    p90_ms: float | None
+    meets_spec: bool | None = Field(description="the figure follows the protocol of docs/spec.md section 6")
+    accuracy: float | None = Field(description="the variant's best top-1 (the row's `best_top1`)")
+    flops_ratio: float | None = Field(
+        description="FLOPs / base FLOPs (the row's `flops_kept`), beside `latency_ratio`: what the FLOPs "
+        "promise and what this runtime delivers"
+    )
+    latency_ratio: float | None = Field(
+        description="median_ms / the base's median_ms on this same runtime and batch size (< 1: faster); "
+        "null for the base, or when either has no figure here"
+    )
+    speedup: float | None = Field(description="1 / latency_ratio")
+    not_faster: bool | None = Field(
+        description="latency_ratio >= 1: not faster than the base on this runtime; null without a ratio"
+    )
+    on_pareto_front: bool = Field(
+        description="not dominated in (median_ms lower, accuracy higher) among this runtime's timed variants"
+    )
+    note: str | None = Field(
+        description="for unstructured variants: dense kernels do not skip zeros (see `size_sparse_bytes`)"
+    )
+
+
+class RuntimeLatency(BaseModel):
+    runtime: str = Field(description=RUNTIME_NAMES)
+    base_timed: bool = Field(description="the base has a figure here; false: no ratio on this runtime")
+    rows: list[LatencyRow] = Field(description="per batch size, the variants in the study's order")
+    pareto_front: dict[str, list[str]] = Field(
+        description="batch size -> variant names on this runtime's accuracy-vs-latency front, by ascending latency"
+    )
+    not_faster: dict[str, list[str]] = Field(
+        description="batch size -> variants not faster than the base on this runtime"
+    )
+    messages: list[str] = Field(
+        description="one sentence per variant not faster than the base, naming the runtime"
+    )
+
+
+class LatencyComparison(BaseModel):
+    """Latency of the study's variants, one runtime at a time (`backend.analysis.latency`): a
+    ratio is only ever taken between two figures of the same runtime and batch size."""
+
+    base: str = Field(description="the variant ratios are taken to")
+    default_runtime: str | None = Field(
+        description="the runtime a chart shows first: `onnxruntime-cpu` when present, else the first of "
+        "`runtimes`; null when no variant has a figure yet"
+    )
+    runtimes: list[str] = Field(
+        description=f"runtimes where some variant has a figure, in the order {RUNTIME_NAMES}"
+    )
+    batch_sizes: list[str] = Field(description="batch sizes with a figure somewhere, ascending")
+    by_runtime: dict[str, RuntimeLatency] = Field(description="runtime name -> its table, front and flags")
+
+
 class CompareRow(BaseModel):
     name: str
     kind: str
@@ -242,7 +355,11 @@ class CompareRow(BaseModel):
     size_bytes: int | None
     size_sparse_bytes: int | None
     size_mb: float | None = Field(description="size_bytes / 1e6")
-    latency: dict[str, Any] | None
+    latency: dict[str, RuntimeRecord] | None = Field(
+        description="the variant's latency as measured, one record per runtime name (`onnxruntime-cpu`, "
+        "`torch-cpu`, `torch-cuda`, `onnxruntime-cuda`), each holding its own `runtime`; null before "
+        "its measure run. Ratios between variants are in the response's `latency` section, never here"
+    )
     best_top1: float | None = Field(
         description="the analysis' best: the highest seed-mean top-1 over the grid (ties: smallest lr, then wd)"
     )
@@ -261,6 +378,10 @@ class Compare(BaseModel):
     base: str
     flops_convention: str
     variants: list[CompareRow]
+    latency: LatencyComparison = Field(
+        description="per runtime: each variant's latency, its ratio to the base on that runtime, "
+        "not-faster flags and messages, the Pareto front (docs/api.md)"
+    )
 
 
 class ScanRow(BaseModel):
@@ -340,6 +461,34 @@ class VariantOut(_Out):
 class VariantList(BaseModel):
     study_id: int
     items: list[VariantOut]
+
+
+class CatalogModel(BaseModel):
+    name: str
+    input_shape: list[int] = Field(description="(C, H, W) the architecture was designed for")
+    num_classes: int
+    family: str
+    description: str
+    min_side: int = Field(description="smallest input height / width it accepts")
+    structured_pruning: bool = Field(description="whether structured (filter) pruning is offered")
+    no_structured_pruning: str | None = Field(description="why not, when it is not")
+
+
+class CatalogDataset(BaseModel):
+    name: str
+    input_shape: list[int] | None = Field(description="null: decided by the spec or the files")
+    num_classes: int | None
+    needs_path: bool
+    layout: str = Field(description="what must be at dataset.path")
+
+
+class CatalogOut(BaseModel):
+    """What a study spec may name (the engine's catalog), for forms and clients."""
+
+    models: list[CatalogModel]
+    datasets: list[CatalogDataset]
+    variant_kinds: list[str]
+    flops_convention: str
 
 
 class HealthOut(BaseModel):

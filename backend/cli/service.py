@@ -84,8 +84,8 @@ def _reconcile(args: argparse.Namespace) -> int:
     import time
 
     from backend.db.session import session_scope
-    from backend.services.dispatch import reconcile
     from backend.settings import get_settings
+    from workers.dispatch import reconcile
 
     settings = get_settings()
     while True:

@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session
 
 from backend.analysis import AnalysisReport, analyse
 from backend.analysis.grid import axis_key
+from backend.analysis.latency import latency_comparison, latency_records
 from backend.db.models import Artefact, Run, Study
+from backend.json_values import json_safe
 from backend.run_states import ACTIVE, ENDED, RESULT_KINDS, SCORED
 from backend.services.errors import Conflict, FieldError
 from backend.services.queries import base_variant_name, get_study, get_variant, variant_names
@@ -265,7 +267,9 @@ def _best_by_variant(session: Session, study_id: int, metric: str) -> dict[str, 
 
 def compare(session: Session, study_id: int) -> dict[str, Any]:
     """One row per variant: size, FLOPs and latency measurements next to the best point of the
-    analysis (top-1 and top-5, each its own seed-mean best)."""
+    analysis (top-1 and top-5, each its own seed-mean best); and the latency comparison of
+    `backend.analysis.latency`, per runtime (a latency ratio is only taken within one runtime),
+    with each variant's best top-1 as its accuracy and its measured FLOPs ratio beside it."""
     study = get_study(session, study_id)
     base = next((v for v in study.variants if v.kind == "base"), None)
     finished: dict[int, int] = defaultdict(int)
@@ -296,7 +300,7 @@ def compare(session: Session, study_id: int) -> dict[str, Any]:
                 "size_bytes": v.size_bytes,
                 "size_sparse_bytes": v.size_sparse_bytes,
                 "size_mb": v.size_bytes / 1e6 if v.size_bytes is not None else None,
-                "latency": v.latency,
+                "latency": json_safe(latency_records(v.latency)) if v.latency is not None else None,
                 "best_top1": None if b1 is None else b1.value,
                 "best_top1_std": None if b1 is None else b1.std,
                 "best_top1_n": None if b1 is None else b1.n,
@@ -306,9 +310,24 @@ def compare(session: Session, study_id: int) -> dict[str, Any]:
                 "finished_runs": finished[v.id],
             }
         )
+    base_name = base.name if base else "base"
+    latency = latency_comparison(
+        [
+            {
+                "name": row["name"],
+                "kind": row["kind"],
+                "latency": row["latency"],
+                "accuracy": row["best_top1"],
+                "flops_ratio": row["flops_kept"],
+            }
+            for row in rows
+        ],
+        base_name,
+    )
     return {
         "study_id": study_id,
-        "base": base.name if base else "base",
+        "base": base_name,
         "flops_convention": FLOPS_CONVENTION,
         "variants": rows,
+        "latency": json_safe(latency.to_dict()),
     }

@@ -2,7 +2,7 @@
 files there (when `check_dataset_paths`), its synthetic size within the operator's cap.
 
 The pydantic model (`backend/spec.py`) checks format only, because it cannot see the settings; the
-worker confines the stored path again before reading (`workers/jobs.py: get_data`), since the roots
+worker confines the stored path again before reading (`workers/jobs/common.py: get_data`), since the roots
 may have changed since the study was created. Messages quote what the user wrote, never the
 directory it resolved to: error bodies must not show readers where the server keeps its data.
 """

@@ -1,7 +1,7 @@
-"""Run planning (SPEC section 2, docs/contracts.md section 3): a pure function of a validated spec.
+"""Run planning (docs/spec.md section 2, docs/contracts.md section 3): a pure function of a validated spec.
 
 No database here: runs refer to each other by `RunKey`, and the caller resolves keys to ids
-(`backend.services.studies`). For an extension, pass the new grid points; the runs they need and
+(`backend.services.study_creation`, `study_extension`). For an extension, pass the new grid points; the runs they need and
 that already exist (a variant's prune run) are referenced by key all the same.
 """
 
@@ -94,7 +94,7 @@ def plan_study(spec: StudySpec, points: Iterable[tuple[int, int]] | None = None)
     Scans: one scan run per scanned variant (`StudySpec.scanned_variants`), running every scan
     that variant gets, on its model trained at the prior (seed 0), and blocked on that train run.
     Not on a pruned variant's best run: that is known only once its grid has finished, and an
-    extension can move it; the prior is the point every variant shares (SPEC section 5's
+    extension can move it; the prior is the point every variant shares (docs/spec.md section 5's
     "not retuning" comparison).
     """
     whole = points is None

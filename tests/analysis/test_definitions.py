@@ -1,4 +1,4 @@
-"""Every definition of SPEC section 5 pinned with numbers worked by hand."""
+"""Every definition of docs/spec.md section 5 pinned with numbers worked by hand."""
 
 from __future__ import annotations
 

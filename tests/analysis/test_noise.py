@@ -1,4 +1,4 @@
-"""Seed noise (SPEC section 7), pinned with numbers worked by hand: the noise from seeds and from
+"""Seed noise (docs/spec.md section 7), pinned with numbers worked by hand: the noise from seeds and from
 the quadratic fit, within-noise ROIs, the best-point bootstrap CI, ROI membership frequencies and
 the seed-resampled shift test."""
 

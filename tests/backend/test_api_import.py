@@ -121,3 +121,59 @@ def test_upload_limit_413(settings, fake_dispatch):
             headers={"content-type": "multipart/form-data; boundary=zzz"},
         )
         assert streamed.status_code == 413
+
+
+def _three_seed_csv() -> str:
+    """3 seeds per point. The single best run (95.0, seed 2 at lr 0.01) sits at another point than
+    the best seed-mean (90.0 at lr 0.1, wd 1e-4): lr 0.01's seeds average 86.0."""
+    lines = ["variant,lr,wd,seed,top1"]
+    means = {(0.01, 1e-4): 86.0, (0.1, 1e-4): 90.0, (1.0, 1e-4): 80.0}
+    spread = {(0.01, 1e-4): (-9.0, 0.0, 9.0), (0.1, 1e-4): (-0.5, 0.0, 0.5), (1.0, 1e-4): (-1.0, 0.0, 1.0)}
+    for (lr, wd), mean in means.items():
+        for seed, delta in enumerate(spread[(lr, wd)]):
+            lines.append(f"base,{lr},{wd},{seed},{mean + delta}")
+    return "\n".join(lines) + "\n"
+
+
+def test_every_view_shows_the_same_best_the_seed_mean_best(client):
+    """Issue 14: /analysis said best = 90 % at lr 0.1, /compare said 95 % at lr 0.01 (the single best
+    run), and /landscape computed its own. One definition now: the best seed-mean, served by every
+    view, value and place alike."""
+    study = _import(client, _three_seed_csv(), name="three seeds").json()
+    sid = study["id"]
+    analysis = client.get(f"{API}/studies/{sid}/analysis").json()
+    best = analysis["results"]["base"]["best"]
+    assert (best["value"], best["lr"], best["wd"], best["n"]) == (90.0, 0.1, 1e-4, 3)
+    row = client.get(f"{API}/studies/{sid}/compare").json()["variants"][0]
+    assert (row["best_top1"], row["best_lr"], row["best_wd"], row["best_top1_n"]) == (90.0, 0.1, 1e-4, 3)
+    assert row["best_top1_std"] == pytest.approx(0.5)  # sample std of 89.5, 90, 90.5
+    land = client.get(f"{API}/studies/{sid}/landscape", params={"variant": "base"}).json()
+    assert (land["best"]["value"], land["best"]["lr"], land["best"]["wd"]) == (90.0, 0.1, 1e-4)
+    spreads = {p["lr"]: p["std"] for p in land["points"]}
+    assert spreads == {0.01: pytest.approx(9.0), 0.1: pytest.approx(0.5), 1.0: pytest.approx(1.0)}
+    summary = {r["variant"]: r for r in analysis["summary"]["rows"]}
+    assert (summary["base"]["best"], summary["base"]["best_lr"]) == (90.0, 0.1)
+    exported = client.get(f"{API}/studies/{sid}/export", params={"format": "json"}).json()
+    assert max(r["top1"] for r in exported["rows"]) == 95.0  # the runs themselves are all there
+
+
+def test_one_seed_spread_is_null_not_zero(client):
+    """A point with one seed has no spread (the analysis' null), not a population std of 0.0."""
+    sid = _import(client, _results_csv()).json()["id"]
+    land = client.get(f"{API}/studies/{sid}/landscape", params={"variant": "base"}).json()
+    assert {p["std"] for p in land["points"]} == {None}
+
+
+def test_the_analysis_body_matches_its_declared_response_model(client):
+    from pydantic import TypeAdapter
+
+    from backend.analysis import AnalysisReport
+
+    sid = _import(client, _three_seed_csv()).json()["id"]
+    body = client.get(f"{API}/studies/{sid}/analysis").json()
+    TypeAdapter(AnalysisReport).validate_python(body)  # every field the record declares, typed
+    schema = client.get("/openapi.json").json()
+    ref = schema["paths"]["/api/v1/studies/{study_id}/analysis"]["get"]["responses"]["200"]
+    assert ref["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/AnalysisReport"}
+    declared = set(schema["components"]["schemas"]["VariantResult"]["properties"])
+    assert declared == set(body["results"]["base"])

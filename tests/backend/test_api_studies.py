@@ -235,3 +235,18 @@ def test_landscape_compare_variants(client, settings):
     assert rows["u50"]["flops_ratio_target"] == 0.5
     variants = client.get(f"{API}/studies/{sid}/variants").json()["items"]
     assert [v["source"] for v in variants] == [None, "base", "base"]
+
+
+def test_catalog_lists_what_a_spec_may_name(client):
+    """The new-study form and the CLI read the models from the API: every model there is one a
+    study can be created with, and the one that cannot be filter-pruned says so."""
+    catalog = client.get(f"{API}/catalog").json()
+    names = [m["name"] for m in catalog["models"]]
+    assert {"resnet56", "mobilenetv2_cifar", "digits_cnn", "shufflenet_v2_x1_0"} <= set(names)
+    shuffle = next(m for m in catalog["models"] if m["name"] == "shufflenet_v2_x1_0")
+    assert shuffle["structured_pruning"] is False and "channel split" in shuffle["no_structured_pruning"]
+    assert {d["name"] for d in catalog["datasets"]} >= {"digits", "cifar10", "fashionmnist"}
+    assert catalog["variant_kinds"] == ["base", "structured", "unstructured", "int8", "mixed", "fp16"]
+    for name in names:
+        spec = {**DEMO_SPEC, "model": {"name": name}, "variants": [{"name": "base", "kind": "base"}]}
+        assert client.post(f"{API}/studies/plan", json=spec).status_code == 200, name

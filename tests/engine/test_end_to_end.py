@@ -64,7 +64,7 @@ def test_train_prune_retrain_quantise_measure(tmp_path):
     assert int8_top5 >= int8_top1 and abs(int8_top5 - fp32_top5) <= 2.0
     assert file_size_bytes(int8_onnx) < 0.5 * file_size_bytes(fp32_onnx)
 
-    # 5. Latency by the SPEC protocol, both runtimes, with the environment that produced it.
+    # 5. Latency by docs/spec.md protocol, both runtimes, with the environment that produced it.
     torch_latency = latency(pruned.model, shape, threads=1)
     int8_latency = latency(int8_onnx, shape, threads=1)
     for result in (torch_latency, int8_latency):

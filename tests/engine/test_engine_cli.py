@@ -47,6 +47,49 @@ def test_measure_layers_and_input(capsys):
     assert out["flops"] > 3 * small["flops"]  # 4x the pixels before the pool
 
 
+def test_measure_latency_names_the_runtime_with_every_figure(capsys):
+    out = run_json(capsys, "measure", "--model", "digits_cnn", "--latency", "--threads", "1")
+    latency = out["latency"]
+    assert {"onnxruntime-cpu", "torch-cpu"} <= set(latency)
+    for name, record in latency.items():
+        assert record["runtime"] == name
+    for name in ("onnxruntime-cpu", "torch-cpu"):
+        record = latency[name]
+        assert record["supported"] and record["precision"] == "fp32" and record["threads"] == 1
+        assert set(record["by_batch"]) == {"1", "32"} and record["meets_spec"] is True
+    assert latency["onnxruntime-cpu"]["model_format"] == "onnx-fp32"
+    assert latency["onnxruntime-cpu"]["max_abs_diff_vs_torch"] < 1e-3
+
+    # the text form: one line per runtime and batch, the runtime first
+    assert main(["measure", "--model", "digits_cnn", "--latency", "--threads", "1"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("latency")]
+    timed = [(line.split()[1], line.split()[2]) for line in lines if "median" in line]
+    assert {
+        ("onnxruntime-cpu", "b=1"),
+        ("onnxruntime-cpu", "b=32"),
+        ("torch-cpu", "b=1"),
+        ("torch-cpu", "b=32"),
+    } <= set(timed)
+
+
+def test_measure_latency_of_a_half_precision_file_is_fp16(capsys, tmp_path):
+    import torch
+
+    from workers.engine.artifacts import save_model
+    from workers.engine.models import build_model
+
+    path = tmp_path / "half.pt"
+    save_model(
+        build_model("digits_cnn").half(), path, model_name="digits_cnn", num_classes=10, input_shape=(1, 8, 8)
+    )
+    assert load_model(path)[0].conv1.weight.dtype == torch.float16
+    assert main(["measure", "--model-file", str(path), "--latency", "--threads", "1"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("latency")]
+    assert any(line.split()[1] == "torch-cpu" and "(fp16, 1 threads" in line for line in lines), lines
+    ort = [line for line in lines if line.split()[1] == "onnxruntime-cpu"]
+    assert len(ort) == 1 and "fp16 not timed: ONNX Runtime's CPU provider casts" in ort[0]
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
@@ -153,9 +196,23 @@ def test_train_quantise_scan_chain(capsys, tmp_path):
     assert quantised["fp32_top1"] == pytest.approx(trained["top1"])
     assert abs(quantised["top1"] - quantised["fp32_top1"]) <= 2.0
     assert quantised["size_bytes"] < quantised["fp32_onnx_size_bytes"]
-    assert set(quantised["latency"]["by_batch"]) == {"1", "32"}
-    assert (
-        quantised["latency"]["runtime"] == "onnxruntime" and quantised["fp32_latency"]["runtime"] == "torch"
+    # fp32 and int8 timed on the same runtimes, each record named; int8 has no torch figure
+    for key in ("fp32_latency", "latency"):
+        assert {"onnxruntime-cpu", "torch-cpu"} <= set(quantised[key])
+        assert all(record["runtime"] == name for name, record in quantised[key].items())
+    ort, ort_fp32 = quantised["latency"]["onnxruntime-cpu"], quantised["fp32_latency"]["onnxruntime-cpu"]
+    assert (ort["precision"], ort["model_format"], ort_fp32["model_format"]) == (
+        "int8",
+        "onnx-qdq",
+        "onnx-fp32",
+    )
+    assert set(ort["by_batch"]) == {"1", "32"}
+    assert quantised["latency"]["torch-cpu"]["supported"] is False
+    assert quantised["fp32_latency"]["torch-cpu"]["supported"] is True
+    # the ratio is taken on ONNX Runtime CPU only: torch's fp32 figure is never set against int8
+    assert set(quantised["latency_ratio"]) == {"onnxruntime-cpu"}
+    assert quantised["latency_ratio"]["onnxruntime-cpu"]["1"] == pytest.approx(
+        ort["by_batch"]["1"]["median_ms"] / ort_fp32["by_batch"]["1"]["median_ms"]
     )
 
     fp16 = run_json(

@@ -190,18 +190,44 @@ def test_compile_switch_compiles_the_training_model_only_when_asked(digits, monk
     assert compiled == [model] and result.fast_path["compile"] is True
 
 
-def test_fast_path_flags_on_cuda_and_for_a_dataloader_set():
-    cuda = training.fast_path(Recipe(amp=True), torch.device("cuda"))
-    assert cuda["channels_last"] and cuda["cudnn_benchmark"] and cuda["amp_bf16"]
-    assert cuda["data_on_device"] is False  # no TensorData given (imagefolder streams from disk)
-    assert cuda["cpu_malloc_cache"] is False  # the host allocates little in a CUDA run
-    cpu = training.fast_path(Recipe(amp=True), torch.device("cpu"))
-    assert cpu["channels_last"] and not (cpu["cudnn_benchmark"] or cpu["amp_bf16"])
-    assert cpu["cpu_malloc_cache"] is (training._glibc() is not None)
-    assert cuda["cuda_graph"] is True and cpu["cuda_graph"] is False  # a graph needs CUDA
-    assert training.fast_path(Recipe(compile=True), torch.device("cuda"))["cuda_graph"] is False
-    off = training.fast_path(Recipe(channels_last=False, cpu_malloc_cache=False), torch.device("cpu"))
-    assert not (off["channels_last"] or off["cpu_malloc_cache"])
+def test_a_run_records_which_switches_took_effect_on_its_device(tmp_path, digits):
+    """What a user reads on the run page ("fast path in effect") is what the run did: a CPU run of
+    a tensor set keeps its data on the device and runs channels_last, never a CUDA graph; an
+    imagefolder run streams through a DataLoader (data not on the device); switches turned off in
+    the recipe are off in the record."""
+    import numpy as np
+    from PIL import Image
+
+    on = train(build_model("digits_cnn", num_classes=10), digits, small_recipe(), device="cpu").fast_path
+    assert on["data_on_device"] is True and on["channels_last"] is True
+    assert on["cuda_graph"] is False and on["cudnn_benchmark"] is False and on["amp_bf16"] is False
+    assert on["cpu_malloc_cache"] is (training._glibc() is not None)
+    off = train(
+        build_model("digits_cnn", num_classes=10),
+        digits,
+        small_recipe(channels_last=False, cpu_malloc_cache=False, amp=True),
+        device="cpu",
+    ).fast_path
+    assert off["channels_last"] is False and off["cpu_malloc_cache"] is False
+    assert off["amp_bf16"] is False  # bf16 autocast is CUDA only: a CPU run stays fp32
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(
+                    tmp_path / split / label / f"{i}.png"
+                )
+    folder = load_dataset(DatasetSpec("imagefolder", path=str(tmp_path), image_size=16))
+    folder.num_workers = 0
+    streamed = train(
+        build_model("digits_cnn", num_classes=2, input_shape=(3, 16, 16)),
+        folder,
+        small_recipe(),
+        device="cpu",
+    ).fast_path
+    assert streamed["data_on_device"] is False and streamed["channels_last"] is True
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

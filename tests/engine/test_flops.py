@@ -1,6 +1,8 @@
-"""The one FLOP counter: SPEC section 3 golden figures and its convention."""
+"""The one FLOP counter: docs/spec.md section 3 golden figures and its convention."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -54,5 +56,14 @@ def test_flops_scale_with_input_size_and_restore_training_mode():
     assert torch.all(model.bn1.running_mean == 0)
 
 
-def test_convention_is_stated():
-    assert "2 x multiply-accumulates" in FLOPS_CONVENTION and "batch 1" in FLOPS_CONVENTION
+def test_every_flops_figure_a_user_reads_states_the_convention(capsys):
+    """The command line prints the convention next to the FLOPs it counts, and its JSON carries
+    it; the API's /compare serves the same words (tests/backend/test_api_studies.py)."""
+    from backend.cli.main import main
+
+    assert main(["measure", "--model", "resnet20"]) == 0
+    flops_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("FLOPs"))
+    assert f"{count_flops(build_model('resnet20'), (3, 32, 32)):,}" in flops_line
+    assert FLOPS_CONVENTION in flops_line
+    assert main(["measure", "--model", "resnet20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["flops_convention"] == FLOPS_CONVENTION

@@ -73,7 +73,7 @@ def test_latency_torch_shape_and_sanity():
     result = latency(model, (2, 8, 8), batch_sizes=(1, 4), warmup=2, runs=5, threads=1)
     assert result["runtime"] == "torch" and result["device"] == "cpu"
     assert result["threads"] == 1 and result["input_shape"] == [2, 8, 8]
-    assert result["meets_spec"] is False  # fewer runs than SPEC section 6 asks for
+    assert result["meets_spec"] is False  # fewer runs than docs/spec.md section 6 asks for
     assert set(result["by_batch"]) == {"1", "4"}
     for timing in result["by_batch"].values():
         assert 0 < timing["min_ms"] <= timing["median_ms"] <= timing["p90_ms"] < 1000
@@ -147,7 +147,7 @@ def _assert_measured(record: dict, runtime: str, precision: str, model_format: s
     assert record["library"] in ("torch", "onnxruntime") and record["library_version"]
     assert record["device"] == runtime.split("-")[1] and record["device_name"]
     assert record["threads"] == 1 and record["warmup"] == 1 and record["runs"] == 2
-    assert record["meets_spec"] is False  # fewer warm-up and timed runs than SPEC section 6 asks
+    assert record["meets_spec"] is False  # fewer warm-up and timed runs than docs/spec.md section 6 asks
     assert set(record["by_batch"]) == {"1", "4"}
     for timing in record["by_batch"].values():
         assert 0 < timing["min_ms"] <= timing["median_ms"] <= timing["p90_ms"]

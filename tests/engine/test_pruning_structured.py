@@ -1,4 +1,4 @@
-"""Structured L1 filter pruning (SPEC section 4): FLOPs targets, dependency groups, L1 ranking."""
+"""Structured L1 filter pruning (docs/spec.md section 4): FLOPs targets, dependency groups, L1 ranking."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unstructured L1 magnitude pruning (SPEC section 4): exact sparsity, permanence, kept masks."""
+"""Unstructured L1 magnitude pruning (docs/spec.md section 4): exact sparsity, permanence, kept masks."""
 
 from __future__ import annotations
 

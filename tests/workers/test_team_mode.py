@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import yaml
@@ -34,12 +35,54 @@ def test_dockerfile_installs_the_package():
     assert "RUN pip install ." in text
 
 
-def test_compose_commands_are_real_subcommands():
-    from backend.cli.main import build_parser
+def _compose_commands(compose: dict) -> dict[str, list[list[str]]]:
+    """Each service's commands as argv lists (a `sh -c "a && b"` string splits into a and b)."""
+    import shlex
 
+    commands: dict[str, list[list[str]]] = {}
+    for name, service in compose["services"].items():
+        command = service.get("command")
+        if command is None:
+            continue
+        argv = command if isinstance(command, list) else shlex.split(command)
+        if argv[:2] == ["sh", "-c"]:
+            commands[name] = [shlex.split(part) for part in argv[2].split("&&")]
+        else:
+            commands[name] = [argv]
+    return commands
+
+
+def test_every_command_and_setting_in_docker_compose_exists():
+    """What team mode runs (docker-compose.yml) must be commands and settings prunescape has: a
+    renamed subcommand, a removed flag or a misspelt PRUNESCAPE_ variable fails here, not at 3 am."""
+    import yaml
+
+    from backend.cli.main import build_parser
+    from backend.settings import Settings
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    commands = _compose_commands(compose)
+    assert {"api", "reconciler", "worker-gpu0"} <= set(commands)
     parser = build_parser()
-    for argv in (["worker", "--concurrency", "1"], ["reconcile", "--every", "30"], ["migrate"]):
-        assert callable(parser.parse_args(argv).func)
+    seen = set()
+    for service, argvs in commands.items():
+        for argv in argvs:
+            if argv[0] == "prunescape":
+                assert callable(parser.parse_args(argv[1:]).func), (service, argv)
+                seen.add(argv[1])
+            elif argv[0] == "uvicorn":
+                target = argv[argv.index("--factory") + 1]
+                module, _, attr = target.partition(":")
+                assert callable(getattr(importlib.import_module(module), attr)), target
+                seen.add("uvicorn")
+    assert {"migrate", "reconcile", "worker", "uvicorn"} <= seen
+    known = {f"PRUNESCAPE_{name.upper()}" for name in Settings.model_fields}
+    known |= {"PRUNESCAPE_QUEUE", "PRUNESCAPE_VISIBILITY_TIMEOUT_S", "PRUNESCAPE_API_WORKERS"}
+    env = dict(compose["x-prunescape-env"])
+    for service in compose["services"].values():
+        env.update(service.get("environment") or {})
+    used = {key for key in env if key.startswith("PRUNESCAPE_")}
+    assert used and used <= known, sorted(used - known)
 
 
 def test_celery_app_has_the_settings_long_runs_need(monkeypatch):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from workers.engine.errors import DataError
 
-# How every FLOPs figure is counted (SPEC section 3; workers/engine/flops.py counts them), shown
+# How every FLOPs figure is counted (docs/spec.md section 3; workers/engine/flops.py counts them), shown
 # next to each one. Here, torch-free, so the API states it without importing torch.
 FLOPS_CONVENTION = (
     "FLOPs = 2 x multiply-accumulates of conv and linear layers, batch 1; "
@@ -33,6 +33,8 @@ class ModelInfo:
     num_classes: int
     family: str  # "cifar_resnet" | "mobilenetv2_cifar" | "torchvision" | "small"
     description: str
+    # smallest input height / width the architecture accepts
+    min_side: int = 4
     # why structured (filter) pruning is not offered for this model; None: it is
     no_structured_pruning: str | None = None
 
@@ -69,25 +71,30 @@ MODELS: dict[str, ModelInfo] = {
             "mobilenetv2_cifar",
             "MobileNetV2 for 32x32 inputs (Chen 2018 / kuangliu): stride-1 stem, 17 inverted residuals",
         ),
-        ModelInfo("resnet18", (3, 224, 224), 1000, "torchvision", "torchvision ResNet-18"),
-        ModelInfo("resnet50", (3, 224, 224), 1000, "torchvision", "torchvision ResNet-50"),
-        ModelInfo("mobilenet_v2", (3, 224, 224), 1000, "torchvision", "torchvision MobileNetV2"),
+        # Stride-32 torchvision nets work down to 16 px (28x28 FashionMNIST included, as in the
+        # compression reports); AlexNet's three 3x3 max pools and 11x11/4 stem need 63 px; the CIFAR
+        # nets need one pixel per unit of their total stride.
+        ModelInfo("resnet18", (3, 224, 224), 1000, "torchvision", "torchvision ResNet-18", min_side=16),
+        ModelInfo("resnet50", (3, 224, 224), 1000, "torchvision", "torchvision ResNet-50", min_side=16),
+        ModelInfo("mobilenet_v2", (3, 224, 224), 1000, "torchvision", "torchvision MobileNetV2", min_side=16),
         ModelInfo(
             "shufflenet_v2_x1_0",
             (3, 224, 224),
             1000,
             "torchvision",
             "torchvision ShuffleNetV2 1.0x",
+            min_side=16,
             no_structured_pruning="its channel split and shuffle tie channels across branches in a way "
             "the pruning dependency graph cannot trace",
         ),
-        ModelInfo("alexnet", (3, 224, 224), 1000, "torchvision", "torchvision AlexNet"),
+        ModelInfo("alexnet", (3, 224, 224), 1000, "torchvision", "torchvision AlexNet", min_side=63),
         ModelInfo(
             "digits_cnn",
             (1, 8, 8),
             10,
             "small",
             "small CNN for the 8x8 digits demo: stem conv, two prunable hidden convs, linear",
+            min_side=2,
         ),
     )
 }

@@ -108,9 +108,56 @@ def _load_data(name: str, path: str | None) -> Data:
 # --- measure -------------------------------------------------------------------------------------
 
 
+def _latency_devices() -> tuple[str, ...]:
+    """The devices whose runtimes are timed: the CPU, and the GPU when torch sees one."""
+    import torch
+
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
+def _fmt_ms(value: float) -> str:
+    return f"{value:.3f} ms"
+
+
+def latency_lines(by_runtime: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per runtime and batch size, the runtime named with every figure; a runtime that
+    gives no figure says why."""
+    width = max((len(name) for name in by_runtime), default=0)
+    lines = []
+    for name, record in by_runtime.items():
+        if not record.get("supported"):
+            lines.append(f"latency {name:<{width}}  {record['precision']} not timed: {record['reason']}")
+            continue
+        quick = "" if record["meets_spec"] else f", quick: {record['warmup']} warm-up / {record['runs']} runs"
+        for batch, timing in record["by_batch"].items():
+            lines.append(
+                f"latency {name:<{width}}  b={batch:<3} median {_fmt_ms(timing['median_ms'])}  "
+                f"p90 {_fmt_ms(timing['p90_ms'])}  ({record['precision']}, {record['threads']} threads{quick})"
+            )
+    return lines
+
+
+def latency_ratios(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """{runtime: {batch: after median / before median}}, only where both were timed on that one
+    runtime: a ratio across runtimes would credit the change of runtime to the compression."""
+    ratios: dict[str, dict[str, float]] = {}
+    for name, record in after.items():
+        other = before.get(name)
+        if not record.get("supported") or not other or not other.get("supported"):
+            continue
+        for batch, timing in record["by_batch"].items():
+            base = other["by_batch"].get(batch)
+            if base and base["median_ms"] > 0:
+                ratios.setdefault(name, {})[batch] = timing["median_ms"] / base["median_ms"]
+    return ratios
+
+
 def _measure(args: argparse.Namespace) -> int:
     from workers.engine.flops import FLOPS_CONVENTION, count_flops
-    from workers.engine.measure import count_params, environment_info, file_size_bytes, latency
+    from workers.engine.measure import count_params, environment_info, file_size_bytes
+    from workers.engine.runtimes import latency_by_runtime
 
     _positive(args.threads, "--threads")
     if args.model_file:
@@ -147,12 +194,16 @@ def _measure(args: argparse.Namespace) -> int:
         ]
         lines += [f"  {row['name']:<40} {row['out_channels']:>5} channels" for row in payload["layers"]]
     if args.latency:
-        payload["latency"] = latency(model, shape, threads=args.threads)
+        import torch
+
+        # A half-precision file (`prunescape quantise --mode fp16`, an fp16 variant) is timed as fp16.
+        half = any(p.dtype == torch.float16 for p in model.parameters())
+        precision = "fp16" if half else "fp32"
+        payload["latency"] = latency_by_runtime(
+            model, None, shape, precision=precision, threads=args.threads, devices=_latency_devices()
+        )
         payload["environment"] = environment_info()
-        lines += [
-            f"latency b={batch}  median {t['median_ms']:.3f} ms  p90 {t['p90_ms']:.3f} ms"
-            for batch, t in payload["latency"]["by_batch"].items()
-        ]
+        lines += latency_lines(payload["latency"])
     _emit(args, payload, lines)
     return 0
 
@@ -349,8 +400,9 @@ def _quantise(args: argparse.Namespace) -> int:
     import tempfile
 
     from workers.engine.artifacts import save_model
-    from workers.engine.measure import environment_info, file_size_bytes, latency
+    from workers.engine.measure import environment_info, file_size_bytes
     from workers.engine.quantise import OnnxClassifier, export_onnx, quantise_int8, to_fp16
+    from workers.engine.runtimes import latency_by_runtime
     from workers.engine.training import evaluate
 
     _positive(args.threads, "--threads")
@@ -367,12 +419,16 @@ def _quantise(args: argparse.Namespace) -> int:
     steps = 3 + (0 if args.no_latency else 2)
     from tqdm import tqdm
 
-    with tqdm(total=steps, desc=f"quantise {args.mode}", unit="step", file=sys.stderr) as bar:
+    with (
+        tqdm(total=steps, desc=f"quantise {args.mode}", unit="step", file=sys.stderr) as bar,
+        tempfile.TemporaryDirectory(prefix="prunescape-cli-") as tmp,
+    ):
         _, fp32_top1, fp32_top5 = evaluate(model, data)
         bar.update(1)
         fp32_file_size = file_size_bytes(args.model_file)
-        with tempfile.TemporaryDirectory(prefix="prunescape-cli-") as tmp:
-            fp32_onnx_size = file_size_bytes(export_onnx(model, shape, Path(tmp) / "fp32.onnx"))
+        # The fp32 export gives the ONNX size and is what ONNX Runtime times for fp32.
+        fp32_onnx = export_onnx(model, shape, Path(tmp) / "fp32.onnx")
+        fp32_onnx_size = file_size_bytes(fp32_onnx)
         bar.update(1)
         if args.mode in ("int8", "mixed"):
             calib = data.calibration_batches(args.calib_batches, args.calib_batch_size)
@@ -397,7 +453,7 @@ def _quantise(args: argparse.Namespace) -> int:
         payload: dict[str, Any] = {
             "model": meta.get("model_name"),
             "mode": args.mode,
-            "runtime": runtime,
+            "runtime": runtime,  # what evaluated top1 / top5
             "fp32_top1": fp32_top1,
             "fp32_top5": fp32_top5,
             "top1": q_top1,
@@ -408,10 +464,15 @@ def _quantise(args: argparse.Namespace) -> int:
             "out": str(out),
         }
         if not args.no_latency:
-            payload["fp32_latency"] = latency(model, shape, threads=args.threads)
+            timing = {"threads": args.threads, "devices": _latency_devices()}
+            payload["fp32_latency"] = latency_by_runtime(model, fp32_onnx, shape, precision="fp32", **timing)
             bar.update(1)
-            payload["latency"] = latency(runner if runtime == "torch" else out, shape, threads=args.threads)
+            if runtime == "onnxruntime":  # int8 and mixed: the QDQ file
+                payload["latency"] = latency_by_runtime(None, out, shape, precision="int8", **timing)
+            else:
+                payload["latency"] = latency_by_runtime(model, fp32_onnx, shape, precision="fp16", **timing)
             bar.update(1)
+            payload["latency_ratio"] = latency_ratios(payload["fp32_latency"], payload["latency"])
             payload["environment"] = environment_info()
     lines = [
         f"{args.mode} ({runtime}): top1 {fp32_top1:.2f} -> {q_top1:.2f} %, top5 {fp32_top5:.2f} -> {q_top5:.2f} %",
@@ -419,13 +480,36 @@ def _quantise(args: argparse.Namespace) -> int:
         f"{payload['size_bytes'] / 1e6:.3f} MB at {out}",
     ]
     if not args.no_latency:
-        for batch, timing in payload["latency"]["by_batch"].items():
-            base = payload["fp32_latency"]["by_batch"][batch]
-            lines.append(
-                f"latency b={batch}: fp32 {base['median_ms']:.3f} ms -> {args.mode} {timing['median_ms']:.3f} ms (median)"
-            )
+        lines += _quantised_latency_lines(args.mode, payload["fp32_latency"], payload["latency"])
     _emit(args, payload, lines)
     return 0
+
+
+def _quantised_latency_lines(
+    mode: str, fp32: dict[str, dict[str, Any]], quantised: dict[str, dict[str, Any]]
+) -> list[str]:
+    """fp32 -> quantised medians per runtime and batch, the ratio only within one runtime."""
+    ratios = latency_ratios(fp32, quantised)
+    width = max((len(name) for name in quantised), default=0)
+    lines = []
+    for name, record in quantised.items():
+        base = fp32.get(name) or {}
+        if not record.get("supported"):
+            lines.append(f"latency {name:<{width}}  {mode} not timed: {record['reason']}")
+            continue
+        for batch, timing in record["by_batch"].items():
+            ratio = ratios.get(name, {}).get(batch)
+            fp32_text = (
+                _fmt_ms(base["by_batch"][batch]["median_ms"])
+                if ratio is not None
+                else f"not timed ({base.get('reason') or 'no figure'})"
+            )
+            vs = f", x{ratio:.2f} on {name}" if ratio is not None else ""
+            lines.append(
+                f"latency {name:<{width}}  b={batch:<3} fp32 {fp32_text} -> {mode} "
+                f"{_fmt_ms(timing['median_ms'])} (median{vs})"
+            )
+    return lines
 
 
 # --- scan ----------------------------------------------------------------------------------------
@@ -472,7 +556,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--input", help="input shape CxHxW (default: the model's)")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--layers", action="store_true", help="list the prunable layers")
-    p.add_argument("--latency", action="store_true", help="time batch 1 and 32 on the CPU")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="time batch 1 and 32 on every runtime: ONNX Runtime CPU and torch CPU (and CUDA ones on a GPU)",
+    )
     p.add_argument("--threads", type=int, help="threads for --latency (default: torch's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_measure)
@@ -514,7 +602,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--calib-batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, help="threads for latency (default: torch's)")
-    p.add_argument("--no-latency", action="store_true")
+    p.add_argument(
+        "--no-latency", action="store_true", help="skip timing fp32 and the result on every runtime"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_quantise)
 

@@ -1,4 +1,4 @@
-"""The one FLOP counter of prunescape (SPEC section 3).
+"""The one FLOP counter of prunescape (docs/spec.md section 3).
 
 `torch.utils.flop_counter.FlopCounterMode` counts 2 FLOPs per multiply-accumulate and only has
 formulas for matrix products and convolutions, so BN, activations, pooling and residual adds are

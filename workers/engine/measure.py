@@ -1,9 +1,9 @@
-"""Measurements of a model (SPEC section 6): parameters, size, latency, weight histograms, environment.
+"""Measurements of a model (docs/spec.md section 6): parameters, size, latency, weight histograms, environment.
 
 Latency protocol: a fixed thread count (recorded), >= 10 warm-up and >= 50 timed runs per batch
 size, median and p90 in milliseconds per batch, `torch.cuda.synchronize` around every timed CUDA
 run. Smaller `warmup`/`runs` are allowed (quick checks, tests) but the result then says
-`meets_spec: false`, so such a figure is never shown as a SPEC measurement. `latency` times one
+`meets_spec: false`, so such a figure is never shown as a docs/spec.md measurement. `latency` times one
 runtime per call; `workers.engine.runtimes.latency_by_runtime` times a variant on every runtime
 under fixed names, which is what a variant's measurement stores.
 """

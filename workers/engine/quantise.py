@@ -1,4 +1,4 @@
-"""Post-training quantisation (SPEC section 4): ONNX export, int8 / mixed with ONNX Runtime, fp16.
+"""Post-training quantisation (docs/spec.md section 4): ONNX export, int8 / mixed with ONNX Runtime, fp16.
 
 Choices and why:
 - Export uses torch's `torch.export`-based exporter (`dynamo=True`, opset 20). On torch 2.14 the

@@ -1,4 +1,4 @@
-"""One variant's latency on every runtime, each figure named by its runtime (SPEC section 6).
+"""One variant's latency on every runtime, each figure named by its runtime (docs/spec.md section 6).
 
 A latency ratio means something only within one runtime: fp32 eager torch against int8 ONNX
 Runtime credits int8 with the change of runtime too. So every variant is timed on the same
@@ -394,7 +394,7 @@ def latency_by_runtime(
       CUDA provider an fp16 conversion of the fp32 export; ORT CPU is unsupported (see module doc).
     - "int8" (int8, mixed): `onnx_path` is the QDQ file, required; torch runtimes are unsupported.
     `runtimes` narrows the runtimes timed (names from `RUNTIMES`; default: all of `devices`').
-    Thread count, warm-up and runs are the same on every runtime; fewer than SPEC section 6 asks
+    Thread count, warm-up and runs are the same on every runtime; fewer than docs/spec.md section 6 asks
     give `meets_spec: false`.
     """
     protocol = latency_protocol(

@@ -1,4 +1,4 @@
-"""Sensitivity scans and iterative pruning (SPEC section 4, from the compression reports).
+"""Sensitivity scans and iterative pruning (docs/spec.md section 4, from the compression reports).
 
 Sensitivity scan: the accuracy of a trained model, pruned by a fraction p and not retrained.
 - unstructured, global: `prune_unstructured(scope="global")` of the whole model; row has `sparsity`.

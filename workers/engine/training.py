@@ -1,4 +1,4 @@
-"""The training recipe of the study (SPEC section 3) and the loop that runs it.
+"""The training recipe of the study (docs/spec.md section 3) and the loop that runs it.
 
 Recipe: SGD with momentum and weight decay coupled into the gradient exactly as `torch.optim.SGD`
 does (g <- g + wd * w before momentum), He initialisation, a step schedule that multiplies the LR by
@@ -10,42 +10,36 @@ augmentation, and `torch.manual_seed(recipe.seed)` fixes the He init.
 
 Fast path. None of these changes the recipe's meaning (model, optimiser, schedule, batch size,
 augmentation distribution, epochs); each is a recorded Recipe field or a constant named here, and
-`TrainResult.fast_path` says which ones took effect on the device the run used:
+`TrainResult.fast_path` says which ones took effect on the device the run used. What each buys,
+measured, is in docs/performance.md.
 - data on the device: small sets live there as uint8 and are cropped/flipped there in whole batches
   (`data.TensorData`); nothing crosses the host per step.
 - no host sync per step: loss and correct counts accumulate in device tensors and are read once per
   epoch. Consequently divergence (a NaN/inf loss) is detected at epoch granularity: the epoch in
   which the loss blows up still runs to its end.
-- `channels_last` (default on, every device): NHWC model and batches. On CUDA the layout
-  tensor-core convs want; on CPU oneDNN runs NHWC convs (depthwise included) without reordering
-  to and from its blocked layout on every call. The model is handed back in the default layout.
-  Measured on a 2-core AVX-512 EPYC (CPU epochs of bench/train_throughput.py, images/s vs both
-  CPU switches off): channels_last alone x1.1 resnet56, x1.5 mobilenetv2_cifar; cpu_malloc_cache
-  alone x1.1, x1.9; both x1.4, x2.6 (the reference loop: within 10 % of both off).
+- `channels_last` (default on, every device): NHWC model and batches (the layout tensor-core convs
+  want; on CPU oneDNN runs NHWC convs without reordering on every call). The model is handed back in
+  the default layout.
 - `cpu_malloc_cache` (default on, CPU with glibc only): for the length of the run glibc keeps
   freed memory instead of unmapping it (`mallopt`: no mmap'd chunks, no trimming), so the large
   activation buffers of every step are reused rather than page-faulted and zeroed again by the
-  kernel. mobilenetv2_cifar at batch 128 allocates tensors of 75-100 MB, above glibc's largest
-  mmap threshold (32 MB): without it a step took ~3.5 M page faults and ~7 s of system time.
-  The price is a resident set at the run's peak (+10-20 %) until the run ends; then the settings
-  go back to glibc's defaults (fixed, no longer adaptive) and the free memory is returned.
-  Numerics are untouched, so a run resumes exactly whatever this switch was.
+  kernel; the settings go back to glibc's defaults when the run ends. Numerics are untouched, so a
+  run resumes exactly whatever this switch was.
 - cudnn.benchmark (constant, CUDA): input shapes are fixed, so cudnn times its kernels once.
 - fused SGD (CUDA; CPU where this torch has it), else the multi-tensor foreach SGD: one kernel for
   all parameters instead of one per tensor; same update rule as the plain loop.
 - evaluation in large batches (`eval_batch_size`, default 1000) under `torch.no_grad`.
 - `cuda_graph` (default on, CUDA without `compile`): after three eager warm-up steps the whole
   training step is captured once as a CUDA graph and replayed for every full batch; the epoch's
-  last, partial batch runs eagerly (workers/engine/train_step.py). Small CIFAR models are bound by
-  kernel launches, not arithmetic: ResNet-56 at batch 128 on an H100, 21 ms per eager step vs
-  6.8 ms replayed (bench/step_probe.py).
+  last, partial batch runs eagerly (workers/engine/train_step.py).
 - `compile` (default off): `torch.compile` of the training forward/backward. Same maths, different
   kernels; its first epoch pays the compilation. Evaluation stays eager (no eval-mode recompile).
 - `amp` (default off, CUDA only): bf16 autocast. It changes numerics, so it is never implied.
 
 Every epoch ends with an atomic checkpoint (model, optimizer, scheduler, generator and torch RNG
-states, metrics history, recipe). A `train()` call that finds the checkpoint resumes from it, and on
-CPU finishes with bit-for-bit the same weights and metrics as an uninterrupted run. On CUDA,
+states, metrics history, recipe, and the caller's identity of the run). A `train()` call that finds
+its own checkpoint resumes from it, and on CPU finishes with bit-for-bit the same weights and
+metrics as an uninterrupted run; a checkpoint of another identity is refused. On CUDA,
 cudnn.benchmark picks kernels by timing, so resumed and repeated runs agree only approximately.
 """
 
@@ -103,7 +97,7 @@ _RESUME_NEUTRAL = frozenset({"cpu_malloc_cache", "cuda_graph"})
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one model is trained. Defaults are the study's CIFAR recipe (SPEC section 3)."""
+    """How one model is trained. Defaults are the study's CIFAR recipe (docs/spec.md section 3)."""
 
     epochs: int = 180
     batch_size: int = 128

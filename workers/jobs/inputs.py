@@ -41,6 +41,9 @@ class RunInput:
     rewind_weights: str | None = None  # base weights at the rewind epoch (rewind retraining, and
     #                                    the prune run of an iterative rewind variant)
     quantised_model: str | None = None  # measure of int8 / mixed: the prior quantise run's ONNX
+    # Latency protocol of a measure run (settings.latency_warmup / latency_runs; SPEC: >= 10 / >= 50).
+    latency_warmup: int = 10
+    latency_runs: int = 50
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The scan job: sensitivity scans (SPEC section 4) of a variant's model trained at the prior.
+"""The scan job: sensitivity scans (docs/spec.md section 4) of a variant's model trained at the prior.
 
 One scan run per scanned variant runs every scan of the study that variant gets
 (`StudySpec.scans_for`: all of them for the base, those with `on: "all"` for a pruned variant), on

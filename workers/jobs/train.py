@@ -1,4 +1,4 @@
-"""The train job: one grid point of the base or a pruned variant (SPEC section 2, steps 1 and 3).
+"""The train job: one grid point of the base or a pruned variant (docs/spec.md section 2, steps 1 and 3).
 
 Its checkpoint carries the run's identity (study, run, variant, data set): a redelivered run
 resumes from its own checkpoint only; anything else found at its path is discarded.
@@ -30,7 +30,7 @@ def checkpoint_identity(inp: RunInput) -> dict[str, Any]:
 
 
 def run_train(inp: RunInput, hooks: JobHooks | None = None, *, device: Any = None) -> JobResult:
-    """Train one grid point of the base or a pruned variant (SPEC section 2, steps 1 and 3)."""
+    """Train one grid point of the base or a pruned variant (docs/spec.md section 2, steps 1 and 3)."""
     from workers.engine.artifacts import load_model, save_model
     from workers.engine.errors import ModelError
     from workers.engine.models import build_model

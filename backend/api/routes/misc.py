@@ -1,4 +1,4 @@
-"""/artefacts/{id} (file download) and /health."""
+"""/artefacts/{id} (file download), /catalog and /health."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import ArtefactId, SessionDep, SettingsDep
-from backend.api.schemas import READ_ERRORS, HealthOut
+from backend.api.schemas import READ_ERRORS, CatalogOut, HealthOut
 from backend.services import artefact_files
 from backend.services import health as health_checks
+from backend.services.catalog_view import catalog_view
 
 router = APIRouter(tags=["misc"], responses=READ_ERRORS)
 
@@ -20,6 +21,12 @@ router = APIRouter(tags=["misc"], responses=READ_ERRORS)
 def download_artefact(artefact_id: ArtefactId, session: SessionDep, settings: SettingsDep) -> Any:
     path, filename = artefact_files.artefact_file(session, artefact_id, settings)
     return FileResponse(path, filename=filename, media_type="application/octet-stream")
+
+
+@router.get("/catalog", response_model=CatalogOut)
+def catalog() -> Any:
+    """The models and data sets a study may name, the variant kinds, the FLOPs convention."""
+    return catalog_view()
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})

@@ -6,10 +6,9 @@ names (`fc` for ResNets and ShuffleNet, `classifier` for MobileNetV2 and AlexNet
 
 from workers.engine.catalog import ModelInfo
 from workers.engine.models.init import init_kaiming
-from workers.engine.models.registry import MIN_SPATIAL, build_model, get_model_info, load_weights, model_names
+from workers.engine.models.registry import build_model, get_model_info, load_weights, model_names
 
 __all__ = [
-    "MIN_SPATIAL",
     "ModelInfo",
     "build_model",
     "get_model_info",

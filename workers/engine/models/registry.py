@@ -37,25 +37,7 @@ for _name in TORCHVISION_BUILDERS:
         _name, num_classes, in_channels
     )
 
-# Smallest height/width each architecture accepts. Stride-32 torchvision nets work down to 16 px
-# (28x28 FashionMNIST included, as in the compression reports); AlexNet's three 3x3 max pools and
-# 11x11/4 stem need 63 px; the CIFAR nets need one pixel per unit of their total stride.
-MIN_SPATIAL: dict[str, int] = {
-    "resnet20": 4,
-    "resnet32": 4,
-    "resnet44": 4,
-    "resnet56": 4,
-    "resnet110": 4,
-    "mobilenetv2_cifar": 4,
-    "digits_cnn": 2,
-    "resnet18": 16,
-    "resnet50": 16,
-    "mobilenet_v2": 16,
-    "shufflenet_v2_x1_0": 16,
-    "alexnet": 63,
-}
-
-assert set(_BUILDERS) == set(MODELS) == set(MIN_SPATIAL), "catalog and registry disagree"
+assert set(_BUILDERS) == set(MODELS), "catalog and registry disagree"
 
 
 def model_names() -> list[str]:
@@ -74,7 +56,7 @@ def _check_input_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, in
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ModelError(f"model {name}: input_shape must be (C, H, W) positive integers, got {shape}")
     channels, height, width = shape
-    minimum = MIN_SPATIAL[name]
+    minimum = MODELS[name].min_side
     if height < minimum or width < minimum:
         raise ModelError(
             f"model {name}: input {height}x{width} is too small for the architecture; "

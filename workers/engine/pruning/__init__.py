@@ -1,4 +1,4 @@
-"""Structured (filter, L1) and unstructured (weight, L1) pruning. See SPEC section 4."""
+"""Structured (filter, L1) and unstructured (weight, L1) pruning. See docs/spec.md section 4."""
 
 from workers.engine.pruning.layers import LayerInfo, prunable_layers
 from workers.engine.pruning.plans import FLOPS_TOLERANCE

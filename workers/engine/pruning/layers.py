@@ -1,6 +1,6 @@
 """Which filters structured pruning may remove, and what removing them costs in FLOPs.
 
-Prunable layers are the convs whose output channels are *hidden* inside a block (SPEC section 4):
+Prunable layers are the convs whose output channels are *hidden* inside a block (docs/spec.md section 4):
 CIFAR / torchvision BasicBlock conv1, Bottleneck conv1 and conv2, the 1x1 expansion conv of an
 inverted residual (its removal also narrows the depthwise conv and both BNs), the first 1x1 conv
 of a ShuffleNetV2 branch2, and for plain CNNs without such blocks every conv but the first.

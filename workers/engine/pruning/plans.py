@@ -15,7 +15,7 @@ import torch
 
 from workers.engine.errors import PruningError
 
-# SPEC section 4: the pruned model's FLOPs / base FLOPs must be within this of the target.
+# docs/spec.md section 4: the pruned model's FLOPs / base FLOPs must be within this of the target.
 FLOPS_TOLERANCE = 0.01
 
 # floor(C * (1 - p)) in floats can land just under an integer (10 * (1 - 0.3) = 6.999...);
@@ -68,7 +68,7 @@ def global_removal_order(norms: Mapping[str, torch.Tensor]) -> list[tuple[str, i
     """One ranking of all removable filters, lowest L1 norm first.
 
     Each layer's highest-norm filter is left out of the ranking so that no layer is emptied
-    (SPEC: keep >= 1 filter per layer); ties go by layer order, then filter index.
+    (docs/spec.md: keep >= 1 filter per layer); ties go by layer order, then filter index.
     """
     entries: list[tuple[float, int, int, str]] = []
     for layer_index, (name, layer_norms) in enumerate(norms.items()):
