@@ -7,7 +7,8 @@ A run is one of
     blocked -> pending -> queued -> running -> succeeded | diverged | failed | cancelled
 
 `blocked` waits on the run it depends on (a prune run on the base run at the prior, a quantise run
-on its trained source run, a pruned variant's training on its prune run). The release rule says
+on its trained source run, a pruned variant's training on its prune run, a scan run on the train
+run at the prior of the variant it scans). The release rule says
 what a dependency's end means for the run waiting on it; the study rule rolls a study's runs up
 into one status.
 """
@@ -26,7 +27,7 @@ SCORED = (
 CLAIMABLE = ("pending", "queued")  # a worker may take these
 RETRYABLE = ("failed", "cancelled")
 
-RUN_KINDS = ("train", "prune", "quantise", "measure")
+RUN_KINDS = ("train", "prune", "quantise", "measure", "scan")
 RESULT_KINDS = ("train", "quantise")  # the runs whose accuracy is a grid point of a variant
 
 STUDY_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "deleting")

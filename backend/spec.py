@@ -32,6 +32,14 @@ MAX_INDEX = 10_000
 # Every grid value must be a finite, normal float > 0: its log10 must stay within these bounds.
 GRID_LOG10_MIN, GRID_LOG10_MAX = -300.0, 300.0
 
+# Sensitivity scans (docs/spec.md section 4): a few scans per study, each a short list of fractions; a
+# layer scan evaluates the validation set layers x fractions times.
+MAX_SCANS = 8
+MAX_SCAN_FRACTIONS = 20
+DEFAULT_SCAN_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# Iterative pruning: rounds of prune -> retrain per pruned variant (each round retrains).
+MAX_ITERATIONS = 10
+
 PRUNED_KINDS = ("structured", "unstructured")
 QUANTISED_KINDS = ("int8", "mixed", "fp16")
 TRAINED_KINDS = ("base", *PRUNED_KINDS)
@@ -267,6 +275,16 @@ class _PrunedVariant(_VariantBase):
     retrain: Literal["scratch", "finetune", "rewind"] = "scratch"
     finetune_epochs: int | None = Field(None, ge=1, le=10000)
     rewind_epoch: int | None = Field(None, ge=0, le=10000)
+    iterations: int = Field(
+        1,
+        ge=1,
+        le=MAX_ITERATIONS,
+        description=(
+            "reach the target in this many equal steps, retraining at the prior after each: "
+            "finetune_epochs per step (finetune), the full recipe from a He re-initialisation "
+            "(scratch), the full recipe from the base weights at rewind_epoch (rewind, unstructured)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _retrain_fields(self) -> _PrunedVariant:
@@ -286,17 +304,59 @@ class StructuredVariant(_PrunedVariant):
     method: Literal["uniform", "nonuniform"] = "uniform"
     flops_ratio: float = Field(gt=0, le=1, description="kept fraction of the base FLOPs, in (0, 1]")
 
+    @model_validator(mode="after")
+    def _iterations(self) -> StructuredVariant:
+        if self.iterations > 1 and self.retrain == "rewind":
+            raise ValueError(
+                "iterations > 1 cannot use retrain 'rewind' on a structured variant: the base weights "
+                "at rewind_epoch do not fit the pruned filters; use 'scratch' or 'finetune'"
+            )
+        if self.iterations > 1 and self.flops_ratio >= 1:
+            raise ValueError("iterations > 1 needs flops_ratio < 1 (there is nothing to prune in steps)")
+        return self
+
 
 class UnstructuredVariant(_PrunedVariant):
     kind: Literal["unstructured"]
     amount: float = Field(ge=0, lt=1, description="fraction of prunable weights zeroed, in [0, 1)")
     scope: Literal["layer", "global"] = "layer"
 
+    @model_validator(mode="after")
+    def _iterations(self) -> UnstructuredVariant:
+        if self.iterations > 1 and self.amount <= 0:
+            raise ValueError("iterations > 1 needs amount > 0 (there is nothing to prune in steps)")
+        return self
+
 
 class QuantisedVariant(_VariantBase):
     kind: Literal["int8", "mixed", "fp16"]
     source: str = Field(min_length=1, max_length=VARIANT_NAME_MAX)
     calibration_batches: int = Field(10, ge=1, le=10000)
+
+
+class ScanSpec(_Strict):
+    """One sensitivity scan (docs/spec.md section 4): the accuracy of a trained model pruned by each
+    fraction without retraining. `on`: `base` scans the base model trained at the prior; `all`
+    also scans every structured / unstructured variant's model trained at the prior."""
+
+    kind: Literal["structured", "unstructured"]
+    scope: Literal["layer", "global"] = "global"
+    fractions: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_SCAN_FRACTIONS),
+        min_length=1,
+        max_length=MAX_SCAN_FRACTIONS,
+        description="fractions of weights (unstructured) or of each layer's filters (structured) "
+        "removed, each in [0, 1); stored sorted, duplicates dropped; 0 is the unpruned reference",
+    )
+    on: Literal["base", "all"] = "base"
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, fractions: list[float]) -> list[float]:
+        bad = [f for f in fractions if not 0 <= f < 1]
+        if bad:
+            raise ValueError(f"every fraction must lie in [0, 1) (got {bad[0]:g})")
+        return sorted(set(fractions))
 
 
 Variant = Annotated[
@@ -312,6 +372,7 @@ class StudySpec(_Strict):
     grid: GridSpec
     repeats: int = Field(1, ge=1, le=100)
     variants: list[Variant] = Field(min_length=1, max_length=64)
+    scans: list[ScanSpec] = Field(default_factory=list, max_length=MAX_SCANS)
 
     @field_validator("variants")
     @classmethod
@@ -352,6 +413,12 @@ class StudySpec(_Strict):
                     f"variants: {v.name!r} rewind_epoch {v.rewind_epoch} is after the last epoch "
                     f"({self.recipe.epochs})"
                 )
+        for index, scan in enumerate(self.scans):
+            if scan.kind == "structured" and why_not:
+                raise ValueError(
+                    f"scans[{index}]: a structured scan needs filter pruning, but {self.model.name} cannot be "
+                    f"filter-pruned ({why_not}); use kind 'unstructured'"
+                )
         return self
 
     @property
@@ -364,6 +431,19 @@ class StudySpec(_Strict):
                 return v
         raise KeyError(name)
 
+    def scans_for(self, variant_kind: str) -> list[tuple[int, ScanSpec]]:
+        """(index in `scans`, scan) of the scans a variant of `variant_kind` gets at its prior."""
+        if variant_kind == "base":
+            return list(enumerate(self.scans))
+        if variant_kind in PRUNED_KINDS:
+            return [(i, s) for i, s in enumerate(self.scans) if s.on == "all"]
+        return []
+
+    @property
+    def scanned_variants(self) -> list[str]:
+        """The variants that get a scan run (base first, then pruned ones in spec order)."""
+        return [v.name for v in self.variants if self.scans_for(v.kind)]
+
 
 def grid_values(grid: GridSpec) -> tuple[list[float], list[float]]:
     """(learning rates, weight decays) of the grid, in index order."""
@@ -373,9 +453,10 @@ def grid_values(grid: GridSpec) -> tuple[list[float], list[float]]:
 def count_runs(spec: StudySpec) -> dict[str, int]:
     """How many runs the planner makes for `spec`, by kind and in total ("this will plan N runs")."""
     per_variant_trains = spec.grid.n_points * spec.repeats
-    counts = {"train": 0, "prune": 0, "quantise": 0, "measure": 0}
+    counts = {"train": 0, "prune": 0, "quantise": 0, "measure": 0, "scan": 0}
     for v in spec.variants:
         counts["measure"] += 1
+        counts["scan"] += 1 if spec.scans_for(v.kind) else 0
         if v.kind == "base":
             counts["train"] += per_variant_trains
         elif v.kind in PRUNED_KINDS:

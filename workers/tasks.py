@@ -253,8 +253,13 @@ def load_input(session: Session, run_id: int, settings: Settings) -> Any:
         inp.variant_model = variant.model_path
         if (variant.spec or {}).get("retrain") == "rewind":
             inp.rewind_weights = _rewind_weights(session, run, variant, dependency)
-    elif run.kind in ("prune", "quantise") and dependency is not None:
+    elif run.kind in ("prune", "quantise", "scan") and dependency is not None:
         inp.source_model, inp.source_status = dependency.model_path, dependency.status
+        inp.source_run_id = dependency.id
+        spec = variant.spec or {}
+        if run.kind == "prune" and spec.get("retrain") == "rewind" and spec.get("iterations", 1) > 1:
+            # every round of iterative pruning rewinds to the base prior run's early weights
+            inp.rewind_weights = rewind_rel(run.study_id, dependency.id, int(spec["rewind_epoch"]))
     elif run.kind == "measure":
         if variant.kind in ("structured", "unstructured"):
             inp.source_model = variant.model_path

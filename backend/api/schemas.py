@@ -39,6 +39,7 @@ class RunCounts(BaseModel):
     prune: int = 0
     quantise: int = 0
     measure: int = 0
+    scan: int = 0
     total: int = 0
 
 
@@ -178,7 +179,15 @@ class PlanVariant(BaseModel):
     prune: int
     quantise: int
     measure: int
+    scan: int
     total: int
+    iterations: int | None = Field(
+        description="prune -> retrain rounds of a pruned variant (null: not pruned)"
+    )
+    prune_epochs: int = Field(
+        description="epochs its prune run retrains: iterations x (finetune_epochs or the recipe's epochs); "
+        "0 for one-shot pruning"
+    )
 
 
 class PlanOut(BaseModel):
@@ -375,6 +384,55 @@ class Compare(BaseModel):
     )
 
 
+class ScanRow(BaseModel):
+    """One evaluation of a sensitivity scan (the model pruned by `fraction`, not retrained)."""
+
+    fraction: float = Field(
+        description="fraction of weights (unstructured) or of filters (structured) removed"
+    )
+    layer: str | None = Field(None, description="the one layer pruned (scope 'layer'); null: the whole model")
+    top1: float | None = None
+    top5: float | None = None
+    sparsity: float | None = Field(
+        None, description="unstructured: zero weights / prunable weights after pruning"
+    )
+    flops_ratio: float | None = Field(
+        None, description="structured: FLOPs after pruning / FLOPs of the scanned model"
+    )
+
+
+class VariantScan(BaseModel):
+    """One scan of a variant's model trained at the prior (the list in `VariantOut.scan`)."""
+
+    index: int = Field(description="position of the scan in the spec's `scans`")
+    kind: Literal["structured", "unstructured"]
+    scope: Literal["layer", "global"]
+    fractions: list[float]
+    source_run_id: int | None = Field(description="the train run whose model was scanned")
+    rows: list[ScanRow] = Field(description="fractions in order; per layer in model order for scope 'layer'")
+
+
+class IterationStep(BaseModel):
+    """One prune -> retrain round of an iteratively pruned variant (its prune run's result)."""
+
+    step: int
+    target: float = Field(
+        description="cumulative target after this round: sparsity or FLOPs ratio of the base"
+    )
+    sparsity: float | None = Field(
+        None, description="unstructured: zero weights / prunable weights after pruning"
+    )
+    flops_ratio: float | None = Field(None, description="structured: FLOPs / base FLOPs after pruning")
+    params: int | None = None
+    params_nonzero: int | None = None
+    pruned_top1: float | None = Field(None, description="after pruning, before retraining")
+    pruned_top5: float | None = None
+    top1: float | None = Field(None, description="after this round's retraining")
+    top5: float | None = None
+    status: str = Field(description="of the round's retraining: succeeded | diverged | cancelled")
+    epochs: int | None = Field(None, description="epochs the round retrained")
+
+
 class VariantOut(_Out):
     id: int
     name: str
@@ -390,7 +448,12 @@ class VariantOut(_Out):
     size_sparse_bytes: int | None
     latency: dict[str, Any] | None
     histograms: dict[str, Any] | None
-    scan: Any | None
+    scan: list[VariantScan] | None = Field(
+        description="sensitivity scans (null: none asked for, or not run yet)"
+    )
+    iterations: list[IterationStep] | None = Field(
+        description="iterative pruning, one row per round (null: one-shot pruning, or its prune run has not finished)"
+    )
     measured: dict[str, Any] | None
     model_artefact_id: int | None
 

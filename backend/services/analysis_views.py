@@ -21,7 +21,7 @@ from backend.analysis.grid import axis_key
 from backend.analysis.latency import latency_comparison, latency_records
 from backend.db.models import Artefact, Run, Study
 from backend.json_values import json_safe
-from backend.run_states import ACTIVE, RESULT_KINDS, SCORED
+from backend.run_states import ACTIVE, ENDED, RESULT_KINDS, SCORED
 from backend.services.errors import Conflict, FieldError
 from backend.services.queries import base_variant_name, get_study, get_variant, variant_names
 from backend.services.read_cache import JsonBody, read_cache, study_version, to_json_body
@@ -221,8 +221,19 @@ VARIANT_FIELDS = (
 
 
 def variants_view(session: Session, study_id: int) -> dict[str, Any]:
+    """Every variant's columns, its source's name, its model artefact, and `iterations`: the
+    per-round records of an iteratively pruned variant, as its prune run stored them (kept there,
+    the one place they are written; a retried prune run replaces them)."""
     study = get_study(session, study_id)
     names = {v.id: v.name for v in study.variants}
+    iterations: dict[int, Any] = {}
+    for variant_id, result in session.execute(
+        sa.select(Run.variant_id, Run.result).where(
+            Run.study_id == study_id, Run.kind == "prune", Run.status.in_(ENDED)
+        )
+    ):
+        if isinstance(result, dict) and result.get("iterations"):
+            iterations[variant_id] = result["iterations"]
     model_artefacts: dict[int, int] = {}
     for variant_id, artefact_id in session.execute(
         sa.select(Artefact.variant_id, sa.func.min(Artefact.id))
@@ -235,6 +246,7 @@ def variants_view(session: Session, study_id: int) -> dict[str, Any]:
             **{f: getattr(v, f) for f in VARIANT_FIELDS},
             "source": names.get(v.source_variant_id) if v.source_variant_id else None,
             "model_artefact_id": model_artefacts.get(v.id),
+            "iterations": iterations.get(v.id),
         }
         for v in study.variants
     ]

@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.run_states import RUN_KINDS
 from backend.spec import PRUNED_KINDS, QUANTISED_KINDS, StudySpec
 
-# (variant name, run kind, grid_i, grid_j, seed); grid indices are None for prune / measure runs.
+# (variant name, run kind, grid_i, grid_j, seed); grid indices are None for prune / measure / scan runs.
 RunKey = tuple[str, str, int | None, int | None, int]
 
 
@@ -28,7 +29,7 @@ class PlannedVariant:
 @dataclass(frozen=True)
 class PlannedRun:
     variant: str
-    kind: str  # train | prune | quantise | measure
+    kind: str  # train | prune | quantise | measure | scan
     seed: int
     grid_i: int | None = None
     grid_j: int | None = None
@@ -52,7 +53,7 @@ class Plan:
     runs: list[PlannedRun] = field(default_factory=list)
 
     def count_by_kind(self) -> dict[str, int]:
-        counts = {"train": 0, "prune": 0, "quantise": 0, "measure": 0}
+        counts = dict.fromkeys(RUN_KINDS, 0)
         for run in self.runs:
             counts[run.kind] += 1
         counts["total"] = len(self.runs)
@@ -71,6 +72,10 @@ def quantise_key(variant: str, i: int, j: int, seed: int) -> RunKey:
     return (variant, "quantise", i, j, seed)
 
 
+def scan_key(variant: str) -> RunKey:
+    return (variant, "scan", None, None, 0)
+
+
 def plan_variants(spec: StudySpec) -> list[PlannedVariant]:
     base = spec.base_variant.name
     planned = []
@@ -84,7 +89,13 @@ def plan_study(spec: StudySpec, points: Iterable[tuple[int, int]] | None = None)
     """Every run of `spec` (or, with `points`, only the runs of those grid points (i, j)).
 
     Order is topological: a run comes after the run it depends on, whenever both are planned.
-    Non-grid runs (prune, measure) are planned only for a whole study (`points is None`).
+    Non-grid runs (prune, measure, scan) are planned only for a whole study (`points is None`).
+
+    Scans: one scan run per scanned variant (`StudySpec.scanned_variants`), running every scan
+    that variant gets, on its model trained at the prior (seed 0), and blocked on that train run.
+    Not on a pruned variant's best run: that is known only once its grid has finished, and an
+    extension can move it; the prior is the point every variant shares (docs/spec.md section 5's
+    "not retuning" comparison).
     """
     whole = points is None
     grid = spec.grid
@@ -133,6 +144,10 @@ def plan_study(spec: StudySpec, points: Iterable[tuple[int, int]] | None = None)
                 )
         if whole:
             plan.runs.append(PlannedRun(v.name, "measure", 0, depends_on=quantise_key(v.name, 0, 0, 0)))
+    # 6. sensitivity scans of the models trained at the prior (no retraining).
+    if whole:
+        for name in spec.scanned_variants:
+            plan.runs.append(PlannedRun(name, "scan", 0, depends_on=train_key(name, 0, 0, 0)))
     return plan
 
 
@@ -145,7 +160,20 @@ class VariantRunCounts:
     prune: int
     quantise: int
     measure: int
+    scan: int
     total: int
+    iterations: int | None  # prune -> retrain rounds of a pruned variant (None: not pruned)
+    prune_epochs: int  # epochs its prune run retrains (iterations x epochs per round; 0: one shot)
+
+
+def prune_epochs(spec: StudySpec, variant: Any) -> int:
+    """Epochs the prune run of `variant` trains: none for one-shot pruning, else every round
+    retrains finetune_epochs (finetune) or the full recipe (scratch, rewind)."""
+    iterations = getattr(variant, "iterations", 1)
+    if variant.kind not in PRUNED_KINDS or iterations <= 1:
+        return 0
+    per_round = variant.finetune_epochs if variant.retrain == "finetune" else spec.recipe.epochs
+    return iterations * per_round
 
 
 @dataclass(frozen=True)
@@ -163,9 +191,7 @@ class PlanSummary:
 def summarise_plan(spec: StudySpec) -> PlanSummary:
     """Run counts per variant and in total, and the grid's values, of `plan_study(spec)`."""
     plan = plan_study(spec)
-    per_variant: dict[str, dict[str, int]] = {
-        v.name: {"train": 0, "prune": 0, "quantise": 0, "measure": 0} for v in plan.variants
-    }
+    per_variant: dict[str, dict[str, int]] = {v.name: dict.fromkeys(RUN_KINDS, 0) for v in plan.variants}
     for run in plan.runs:
         per_variant[run.variant][run.kind] += 1
     grid = spec.grid
@@ -173,7 +199,13 @@ def summarise_plan(spec: StudySpec) -> PlanSummary:
         run_counts=plan.count_by_kind(),
         variants=[
             VariantRunCounts(
-                v.name, v.kind, v.source, **per_variant[v.name], total=sum(per_variant[v.name].values())
+                v.name,
+                v.kind,
+                v.source,
+                **per_variant[v.name],
+                total=sum(per_variant[v.name].values()),
+                iterations=getattr(spec.variant(v.name), "iterations", None),
+                prune_epochs=prune_epochs(spec, spec.variant(v.name)),
             )
             for v in plan.variants
         ],

@@ -47,7 +47,7 @@ def test_plan_matches_the_planner_and_stores_nothing(client, settings, tmp_path)
     assert response.status_code == 200, response.text
     body = response.json()
     # 9 x 9 grid, one seed: base + 3 pruned variants train 81 points each, q8 quantises base's 81
-    assert body["run_counts"] == {"train": 324, "prune": 3, "quantise": 81, "measure": 5, "total": 413}
+    assert body["run_counts"] == {"train": 324, "prune": 3, "quantise": 81, "measure": 5, "scan": 0, "total": 413}
     assert body["grid_points"] == 81 and body["repeats"] == 1
     plan = plan_study(parse_spec(spec))
     assert body["run_counts"] == plan.count_by_kind()
@@ -61,7 +61,8 @@ def test_plan_matches_the_planner_and_stores_nothing(client, settings, tmp_path)
         assert row["total"] == len(kinds)
     assert by_variant["u60"] == {
         "name": "u60", "kind": "structured", "source": "base",
-        "train": 81, "prune": 1, "quantise": 0, "measure": 1, "total": 83,
+        "train": 81, "prune": 1, "quantise": 0, "measure": 1, "scan": 0, "total": 83,
+        "iterations": 1, "prune_epochs": 0,
     }  # fmt: skip
     assert by_variant["q8"]["source"] == "base" and by_variant["q8"]["quantise"] == 81
     # lr = 0.1 * 10 ** (0.2 i), wd = 1e-4 * 10 ** (0.2 j), i, j = -4 .. 4

@@ -101,3 +101,86 @@ def test_iterative_structured_reinit_reaches_flops_target(trained, data):
     assert ratios[1] == pytest.approx(0.5, abs=0.05)
     assert count_flops(result.model, (1, 8, 8)) / count_flops(trained, (1, 8, 8)) == pytest.approx(ratios[1])
     assert result.history[-1]["top1"] > 50
+
+
+def test_step_targets_linear_and_geometric():
+    from workers.engine.scan import step_targets
+
+    # k equal steps in the amount / in the FLOPs ratio (a study's `iterations`)
+    assert step_targets(0.6, 3, kind="unstructured", schedule="linear") == pytest.approx([0.2, 0.4, 0.6])
+    assert step_targets(0.4, 3, kind="structured", schedule="linear") == pytest.approx([0.8, 0.6, 0.4])
+    # the same share of what is left every round
+    assert step_targets(0.75, 2, kind="unstructured") == pytest.approx([0.5, 0.75])
+    assert step_targets(0.25, 2, kind="structured") == pytest.approx([0.5, 0.25])
+    with pytest.raises(PruningError, match="schedule"):
+        step_targets(0.5, 2, kind="structured", schedule="cubic")
+
+
+def test_scan_stops_when_asked(trained, data):
+    asked = []
+
+    def stop_after_two() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    rows = sensitivity_scan(
+        trained,
+        data,
+        kind="unstructured",
+        scope="global",
+        fractions=(0, 0.2, 0.4, 0.6),
+        should_stop=stop_after_two,
+    )
+    # 0 is the reference (no question); 0.2 and 0.4 ran; asked a third time before 0.6: stop
+    assert [r["fraction"] for r in rows] == [0, 0.2, 0.4]
+
+
+def test_iterative_stops_between_rounds_and_keeps_the_rounds_done(trained, data):
+    recipe = Recipe(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4, milestones=(0.5,))
+    rounds = []
+    result = iterative_prune(
+        trained, data, recipe, target=0.6, steps=3, kind="unstructured", schedule="linear",
+        on_step=rounds.append, should_stop=lambda: len(rounds) >= 1,
+    )  # fmt: skip
+    assert result.status == "cancelled"
+    assert [row["step"] for row in result.history] == [1]
+    assert result.history[0]["target"] == pytest.approx(0.2)
+    assert result.history[0]["sparsity"] == pytest.approx(0.2, abs=0.01)
+    assert result.sparsity == pytest.approx(0.2, abs=0.01)  # the model of the last round done
+
+
+def test_iterative_structured_linear_nonuniform_reports_kept_fractions_of_the_input(trained, data):
+    recipe = Recipe(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4, milestones=(0.5,))
+    result = iterative_prune(
+        trained, data, recipe, target=0.5, steps=2, kind="structured", method="nonuniform", schedule="linear"
+    )
+    assert result.status == "succeeded"
+    assert [row["target"] for row in result.history] == pytest.approx([0.75, 0.5])
+    assert result.history[0]["flops_ratio"] == pytest.approx(0.75, abs=0.02)
+    assert result.flops_ratio == pytest.approx(0.5, abs=0.02)
+    assert result.flops == count_flops(result.model, (1, 8, 8))
+    assert result.base_flops == count_flops(trained, (1, 8, 8))
+    # fractions of the input model's filters, cumulative over both rounds
+    for name, kept in result.kept_channels.items():
+        assert result.kept_fractions[name] == kept / trained.get_submodule(name).out_channels
+        assert result.model.get_submodule(name).out_channels == kept
+    assert min(result.kept_fractions.values()) < 1.0
+
+
+def test_rewind_resets_surviving_weights_and_keeps_the_mask(trained):
+    from workers.engine.models import build_model
+    from workers.engine.pruning import prune_unstructured
+    from workers.engine.scan import _rewind_to
+
+    early = build_model("digits_cnn").state_dict()
+    pruned = prune_unstructured(trained, amount=0.5, scope="global", permanent=False).model
+    _rewind_to(pruned, early)
+    for name in ("conv2", "fc"):
+        module = pruned.get_submodule(name)
+        assert torch.equal(module.weight, early[f"{name}.weight"] * module.weight_mask)
+        assert module.weight_mask.mean() < 0.9  # the pruned pattern is still there
+    assert torch.equal(pruned.fc.bias, early["fc.bias"])
+    assert torch.equal(pruned.bn2.running_mean, early["bn2.running_mean"])
+    with pytest.raises(PruningError, match="rewind"):
+        iterative_prune(trained, None, Recipe(epochs=1), target=0.5, steps=2, kind="structured", retrain="rewind",
+                        rewind_state=early)  # fmt: skip

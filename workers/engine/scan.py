@@ -9,18 +9,23 @@ Sensitivity scan: the accuracy of a trained model, pruned by a fraction p and no
 - structured, layer: one prunable layer at a time loses p of its filters.
 p = 0 is the unpruned model itself, so its row is the reference accuracy.
 
-Iterative pruning: `steps` rounds of prune -> retrain reaching `target` at the last round, on a
-geometric schedule (every round removes the same share of what is left, as Han et al. 2015 and
-the lottery-ticket experiments do): unstructured sparsity s_k = 1 - (1 - target)^(k/steps);
-structured FLOPs ratio r_k = target^(k/steps). During retraining unstructured masks stay attached
-so pruned weights stay zero; `retrain="reinit"` re-initialises the surviving weights (He) before
-each retraining, `"finetune"` keeps them.
+Iterative pruning: `steps` rounds of prune -> retrain reaching `target` at the last round.
+Schedules: `geometric` (every round removes the same share of what is left, as Han et al. 2015 and
+the lottery-ticket experiments do): unstructured sparsity s_k = 1 - (1 - target)^(k/steps),
+structured FLOPs ratio r_k = target^(k/steps); `linear` (k equal steps in the amount or in the
+FLOPs ratio, what a study's `iterations` asks for): s_k = target * k / steps,
+r_k = 1 - (1 - target) * k / steps. During retraining unstructured masks stay attached so pruned
+weights stay zero; `retrain="reinit"` re-initialises the surviving weights (He) before each
+retraining, `"finetune"` keeps them, `"rewind"` (unstructured only) resets them to given weights
+(the base model's at an early epoch: iterative magnitude pruning with rewinding, Frankle et al.).
+`should_stop()` is asked before every round and after every epoch of its retraining (cooperative
+cancel); a stopped or diverged round ends the run with that status and the rounds done so far.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,6 +42,9 @@ if TYPE_CHECKING:
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 Kind = Literal["unstructured", "structured"]
 Scope = Literal["global", "layer"]
+Schedule = Literal["geometric", "linear"]
+SCHEDULES = ("geometric", "linear")
+RETRAIN_MODES = ("finetune", "reinit", "rewind")
 
 
 def _check_fractions(fractions: Sequence[float]) -> list[float]:
@@ -87,8 +95,12 @@ def sensitivity_scan(
     device: torch.device | None = None,
     batch_size: int = 1000,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows {fraction, layer (None for global), top1, top5, and sparsity | flops_ratio}."""
+    """Rows {fraction, layer (None for global), top1, top5, and sparsity | flops_ratio}.
+
+    `should_stop()` is asked before every pruned evaluation; when it says so the rows so far are
+    returned (the caller knows it asked to stop)."""
     if kind not in ("unstructured", "structured"):
         raise PruningError(f"kind must be 'unstructured' or 'structured', got {kind!r}")
     if scope not in ("global", "layer"):
@@ -103,11 +115,17 @@ def sensitivity_scan(
             on_row(row)
 
     reference = _accuracy(base, data, device, batch_size) if 0.0 in values else None
+    base.cpu()  # prune on the CPU (as the prune job does); each pruned copy is evaluated on `device`
+
+    def stopped() -> bool:
+        return should_stop is not None and bool(should_stop())
 
     if kind == "unstructured":
         layers = [None] if scope == "global" else _weight_layers(base)
         for layer in layers:
             for fraction in values:
+                if fraction != 0.0 and stopped():
+                    return rows
                 if fraction == 0.0:
                     top1, top5 = reference  # type: ignore[misc]
                     sparsity = _zero_fraction(base)
@@ -134,6 +152,8 @@ def sensitivity_scan(
     layers = [None] if scope == "global" else names
     for layer in layers:
         for fraction in values:
+            if fraction != 0.0 and stopped():
+                return rows
             if fraction == 0.0:
                 top1, top5 = reference  # type: ignore[misc]
                 flops_ratio = 1.0
@@ -151,8 +171,59 @@ def sensitivity_scan(
 
 @dataclass
 class IterativeResult:
-    model: nn.Module  # the pruned, retrained model of the last step
+    """`model`: the pruned, retrained model of the last round done. `history`: one row per round.
+    `status`: `succeeded`, or `cancelled` / `diverged` when a round's retraining ended so (the
+    rounds after it were not run). Structured: `base_flops`, `flops`, `flops_ratio` (of the input
+    model's FLOPs), `kept_fractions` / `kept_channels` per prunable layer relative to the input
+    model; unstructured: `sparsity` (zero weights / prunable weights) of `model`."""
+
+    model: nn.Module
     history: list[dict[str, Any]]
+    status: str = "succeeded"
+    base_flops: int | None = None
+    flops: int | None = None
+    flops_ratio: float | None = None
+    kept_fractions: dict[str, float] | None = None
+    kept_channels: dict[str, int] | None = None
+    sparsity: float | None = None
+
+
+def step_targets(target: float, steps: int, *, kind: Kind, schedule: Schedule = "geometric") -> list[float]:
+    """The cumulative target of every round: unstructured sparsity, structured FLOPs ratio."""
+    if schedule not in SCHEDULES:
+        raise PruningError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    ks = range(1, steps + 1)
+    if kind == "unstructured":
+        if schedule == "linear":
+            return [target * k / steps for k in ks]
+        return [1.0 - (1.0 - target) ** (k / steps) for k in ks]
+    if schedule == "linear":
+        return [1.0 - (1.0 - target) * k / steps for k in ks]
+    return [target ** (k / steps) for k in ks]
+
+
+def _rewind_to(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load `state` (a plain state dict of the same architecture) into `model`, whose pruned
+    layers carry `torch.nn.utils.prune` masks: weights go to `weight_orig`, so the masks keep the
+    pruned ones at zero."""
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for key, value in state.items():
+            dest = params.get(f"{key}_orig")
+            if dest is None:
+                dest = params.get(key)
+            if dest is None:
+                dest = buffers.get(key)
+            if dest is None or tuple(dest.shape) != tuple(value.shape):
+                raise PruningError(f"rewind weights do not fit the pruned model at {key!r}")
+            dest.copy_(value)
+        for (
+            module
+        ) in model.modules():  # `weight` = weight_orig x mask, refreshed now, not at the next forward
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, torch_prune.BasePruningMethod):
+                    setattr(module, hook._tensor_name, hook.apply_mask(module))
 
 
 def iterative_prune(
@@ -163,67 +234,105 @@ def iterative_prune(
     target: float,
     steps: int,
     kind: Kind = "unstructured",
-    retrain: Literal["finetune", "reinit"] = "finetune",
+    retrain: Literal["finetune", "reinit", "rewind"] = "finetune",
     scope: Scope = "global",
+    method: Literal["uniform", "nonuniform"] = "uniform",
+    schedule: Schedule = "geometric",
+    rewind_state: Mapping[str, torch.Tensor] | None = None,
     input_shape: Sequence[int] | None = None,
     device: torch.device | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[int, Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> IterativeResult:
-    """Prune -> retrain `steps` times up to `target` (unstructured: sparsity in (0, 1);
-    structured: FLOPs ratio in (0, 1), uniform L1 filter pruning). Returns the final model and the
-    history: one row per step {step, sparsity | flops_ratio, params, pruned_top1, pruned_top5,
-    top1, top5} (pruned_* before retraining, top* after). The input model is not modified.
+    """Prune -> retrain `steps` times up to `target` (unstructured: sparsity in (0, 1), `scope`
+    layer | global; structured: FLOPs ratio in (0, 1), L1 filter pruning by `method`), each
+    retraining by `recipe`. Returns the final model and the history: one row per step {step,
+    target, sparsity | flops_ratio (achieved, of the input model), params, params_nonzero,
+    pruned_top1, pruned_top5, top1, top5, status, epochs} (pruned_* before retraining, top* after).
+    `on_epoch(step, EpochMetrics)` follows the retraining. The input model is not modified.
     """
     from workers.engine.measure import count_params
     from workers.engine.training import train
 
     if kind not in ("unstructured", "structured"):
         raise PruningError(f"kind must be 'unstructured' or 'structured', got {kind!r}")
-    if retrain not in ("finetune", "reinit"):
-        raise PruningError(f"retrain must be 'finetune' or 'reinit', got {retrain!r}")
-    if not 0 < target < 1:
+    if retrain not in RETRAIN_MODES:
+        raise PruningError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, got {retrain!r}")
+    if retrain == "rewind" and kind != "unstructured":
+        raise PruningError("rewind retraining is supported for unstructured pruning only")
+    if retrain == "rewind" and rewind_state is None:
+        raise PruningError("rewind retraining needs the weights to rewind to (rewind_state)")
+    if not isinstance(target, int | float) or not 0 < target < 1:
         raise PruningError(f"target must be in (0, 1), got {target}")
-    if not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise PruningError(f"steps must be a positive integer, got {steps!r}")
+    targets = step_targets(float(target), steps, kind=kind, schedule=schedule)
 
-    current = copy.deepcopy(model)
+    current = copy.deepcopy(model).cpu()
     history: list[dict[str, Any]] = []
-    base_flops: int | None = None
+    out = IterativeResult(model=current, history=history)
     if kind == "structured":
         from workers.engine.flops import count_flops
+        from workers.engine.pruning import prunable_layers, prune_structured
 
         shape = _input_shape(current, data, input_shape)
-        base_flops = count_flops(current, shape)
-    ratio_so_far = 1.0
-    for step in range(1, steps + 1):
-        row: dict[str, Any] = {"step": step}
+        out.base_flops = count_flops(current, shape)
+        base_channels = {info.name: info.out_channels for info in prunable_layers(current, shape)}
+        out.flops, out.flops_ratio = out.base_flops, 1.0
+    for step, wanted in enumerate(targets, start=1):
+        if should_stop is not None and should_stop():
+            out.status = "cancelled"
+            break
+        row: dict[str, Any] = {"step": step, "target": wanted}
         if kind == "unstructured":
             from workers.engine.pruning import prune_unstructured
 
-            sparsity = 1.0 - (1.0 - target) ** (step / steps)
-            # The zeros of earlier rounds are the smallest |w|, so pruning `sparsity` of all
-            # weights again reaches the cumulative target; masks stay attached for retraining.
-            result = prune_unstructured(current, amount=sparsity, scope=scope, permanent=False)
+            # The zeros of earlier rounds are the smallest |w|, so pruning `wanted` of all weights
+            # again reaches the cumulative target; masks stay attached for retraining.
+            result = prune_unstructured(current, amount=wanted, scope=scope, permanent=False)
             current = result.model
             row["sparsity"] = result.sparsity
         else:
-            from workers.engine.pruning import prune_structured
-
-            wanted = target ** (step / steps)
-            result = prune_structured(current, shape, method="uniform", flops_ratio=wanted / ratio_so_far)
+            # Each round prunes the current (smaller) model; its own ratio is relative to it.
+            relative = min(1.0, wanted / out.flops_ratio)  # type: ignore[operator]
+            result = prune_structured(current, shape, method=method, flops_ratio=relative)
             current = result.model
-            ratio_so_far = result.flops / base_flops  # type: ignore[operator]
-            row["flops_ratio"] = ratio_so_far
+            out.flops = result.flops
+            out.flops_ratio = result.flops / out.base_flops  # type: ignore[operator]
+            out.kept_channels = {**(out.kept_channels or base_channels), **result.kept_channels}
+            out.kept_fractions = {
+                name: out.kept_channels[name] / base_channels[name] for name in base_channels
+            }
+            row["flops_ratio"] = out.flops_ratio
         row["pruned_top1"], row["pruned_top5"] = _accuracy(current, data, device, recipe.eval_batch_size)
-        outcome = train(current, data, recipe, device=device, reinit=retrain == "reinit")
+        if retrain == "rewind":
+            _rewind_to(current, rewind_state)  # type: ignore[arg-type]
+        outcome = train(
+            current,
+            data,
+            recipe,
+            device=device,
+            reinit=retrain == "reinit",
+            on_epoch=None if on_epoch is None else (lambda metrics, step=step: on_epoch(step, metrics)),
+            should_stop=should_stop,
+        )
+        current.cpu()
         if kind == "unstructured":
             from workers.engine.pruning import make_permanent
 
             make_permanent(current)
         row["top1"], row["top5"] = outcome.top1, outcome.top5
         row["status"] = outcome.status
+        row["epochs"] = outcome.epochs
         row["params"], row["params_nonzero"] = count_params(current)
         history.append(row)
+        out.model = current
         if on_step is not None:
             on_step(row)
-    return IterativeResult(model=current, history=history)
+        if outcome.status != "succeeded":
+            out.status = outcome.status
+            break
+    if kind == "unstructured":
+        out.sparsity = _zero_fraction(out.model)
+    return out

@@ -17,7 +17,7 @@ class RunInput:
 
     run_id: int
     study_id: int
-    kind: str  # train | prune | quantise | measure
+    kind: str  # train | prune | quantise | measure | scan
     variant_id: int
     variant_name: str
     variant_kind: str  # base | structured | unstructured | int8 | mixed | fp16
@@ -33,10 +33,13 @@ class RunInput:
     grid_j: int | None = None
     # Resolved inputs (relative paths):
     source_model: str | None = None  # prune: trained base prior; quantise: trained source run;
-    #                                  measure: the model of the variant it measures
+    #                                  measure: the model of the variant it measures;
+    #                                  scan: the variant's model trained at the prior
     source_status: str | None = None  # status of the run `source_model` came from
+    source_run_id: int | None = None  # the run `source_model` came from (prune, quantise, scan)
     variant_model: str | None = None  # the pruned variant's model (train of a pruned variant)
-    rewind_weights: str | None = None  # base weights at the rewind epoch (rewind retraining)
+    rewind_weights: str | None = None  # base weights at the rewind epoch (rewind retraining, and
+    #                                    the prune run of an iterative rewind variant)
     quantised_model: str | None = None  # measure of int8 / mixed: the prior quantise run's ONNX
     # Latency protocol of a measure run (settings.latency_warmup / latency_runs; SPEC: >= 10 / >= 50).
     latency_warmup: int = 10

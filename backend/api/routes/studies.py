@@ -43,6 +43,7 @@ from backend.services import (
     queries,
     results_files,
     run_views,
+    scan_export,
     study_actions,
     study_creation,
     study_extension,
@@ -277,6 +278,24 @@ def compare(study_id: StudyId, session: SessionDep) -> Any:
 @router.get("/{study_id}/variants", response_model=VariantList)
 def variants(study_id: StudyId, session: SessionDep) -> Any:
     return analysis_views.variants_view(session, study_id)
+
+
+@router.get(
+    "/{study_id}/scans.csv",
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "one row per scan evaluation"},
+        404: {"model": ErrorOut, "description": "unknown study, or its spec asks for no scans"},
+    },
+    response_model=None,
+)
+def scans_csv(study_id: StudyId, session: SessionDep) -> Any:
+    """The study's sensitivity scans as CSV (columns in docs/api.md); the JSON is in /variants."""
+    rows = scan_export.scan_rows(session, study_id)
+    return PlainTextResponse(
+        scan_export.rows_to_csv(rows),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="study-{study_id}-scans.csv"'},
+    )
 
 
 @router.get(
