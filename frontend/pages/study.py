@@ -173,8 +173,11 @@ def best_line(best_rows: list[dict]) -> html.Div:
     items = [
         html.Span(
             [html.B(row["variant"]), f" {fmt(row['top1'])} %"]
-            + ([f" (lr {fmt(row['lr'], 4)}, wd {fmt(row['wd'], 6)})"] if row.get("lr") is not None else []),
+            + ([f" ± {fmt(row['std'])}"] if row.get("std") is not None else [])
+            + ([f" ({row['n']} seeds)"] if (row.get("n") or 0) > 1 else [])
+            + ([f" at lr {fmt(row['lr'], 4)}, wd {fmt(row['wd'], 6)}"] if row.get("lr") is not None else []),
             className="best-item",
+            title="the best seed-mean of the grid (docs/spec.md section 5)",
         )
         if row.get("top1") is not None
         else html.Span([html.B(row["variant"]), " no result yet"], className="best-item muted")
@@ -480,7 +483,12 @@ def register(app: Dash, client_factory) -> None:
         hist_note = "" if hist_variants else sd.histograms_note(data)
         extension, can_extend = sd.extension_panel(data)
         return (
-            tradeoff_figure(rows, cost_key="latency_ms", cost_label="latency, batch 1 (ms)", metric=metric),
+            tradeoff_figure(
+                rows,
+                cost_key="latency_ms",
+                cost_label=f"latency, batch 1 (ms, {sd.latency_on(data)[0] or 'not measured'})",
+                metric=metric,
+            ),
             tradeoff_figure(rows, cost_key="size_mb", cost_label="size on disk (MB)", metric=metric),
             measure,
             kept,

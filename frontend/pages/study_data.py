@@ -68,14 +68,17 @@ async def load_extras(client: ApiClient, study_id: Any, study: dict) -> dict:
 
 
 def best_per_variant(data: dict) -> list[dict]:
-    """Each variant's best top-1 (over its finished runs) with where on the grid it was found."""
+    """Each variant's best point as the analysis defines it (the best seed-mean top-1, its tie rule;
+    /compare serves it), with where on the grid it is and the spread of its seeds."""
     compare = (data.get("extras") or {}).get("compare") or {}
     return [
         {
-            "variant": row.get("name"),
-            "top1": row.get("best_top1"),
-            "lr": row.get("best_lr"),
-            "wd": row.get("best_wd"),
+            "variant": row["name"],
+            "top1": row["best_top1"],
+            "std": row["best_top1_std"],
+            "n": row["best_top1_n"],
+            "lr": row["best_lr"],
+            "wd": row["best_wd"],
         }
         for row in compare.get("variants") or []
     ]
@@ -93,7 +96,7 @@ def _runs(n: int, kind: str) -> str:
 def measurements_note(data: dict, rows: list[dict]) -> tuple[str, bool]:
     """(one-line note, whether there is anything to draw) for the accuracy vs cost panels."""
     measured = any(
-        finite(row.get(key)) for row in rows for key in ("latency_ms", "latency_ms_32", "size_mb", "params")
+        finite(row[key]) for row in rows for key in ("latency_ms", "latency_ms_32", "size_mb", "params")
     )
     waiting = measure_runs_waiting(data)
     if (data.get("study") or {}).get("kind") == "imported":
@@ -292,57 +295,51 @@ def signed(value: Any) -> str:
 
 
 # --- measurements ------------------------------------------------------------------------------
-def latency_ms(latency: Any, batch: int) -> float | None:
-    """Median latency in ms of one batch size, whatever nesting the measurement used."""
-    if not isinstance(latency, dict):
-        return None
-    for key in (str(batch), batch, f"batch_{batch}", f"b{batch}", f"bs{batch}"):
-        entry = latency.get(key) if key in latency else None
-        if entry is None and isinstance(latency.get("batches"), dict):
-            entry = latency["batches"].get(str(batch))
-        if entry is None:
-            continue
-        if finite(entry):
-            return float(entry)
-        if isinstance(entry, dict):
-            for name, scale in (
-                ("median_ms", 1.0),
-                ("median", 1000.0),
-                ("median_s", 1000.0),
-                ("p50_ms", 1.0),
-            ):
-                if finite(entry.get(name)):
-                    return float(entry[name]) * scale
-    if isinstance(latency.get("batches"), list):
-        for entry in latency["batches"]:
-            if entry.get("batch_size") == batch and finite(entry.get("median_ms")):
-                return float(entry["median_ms"])
-    return None
-
-
-def measurement_rows(data: dict) -> list[dict]:
-    """One row per variant from /compare: best accuracies, params, FLOPs, size, latency."""
+def latency_view(data: dict) -> dict:
+    """/compare's `latency` section (backend/analysis/latency.py: LatencyComparison), {} before any
+    measurement."""
     compare = (data.get("extras") or {}).get("compare") or {}
+    return compare.get("latency") or {}
+
+
+def latency_on(data: dict, runtime: str | None = None) -> tuple[str | None, dict[tuple[str, str], dict]]:
+    """(runtime, {(variant, batch): row}) on `runtime` (default: the comparison's default runtime),
+    each row as the API computed it within that runtime (median_ms, latency_ratio, not_faster, ...)."""
+    view = latency_view(data)
+    chosen = runtime if runtime in (view.get("by_runtime") or {}) else view.get("default_runtime")
+    if not chosen:
+        return None, {}
+    rows = view["by_runtime"][chosen]["rows"]
+    return chosen, {(row["variant"], row["batch"]): row for row in rows}
+
+
+def measurement_rows(data: dict, runtime: str | None = None) -> list[dict]:
+    """One row per variant from /compare: best accuracies, params, FLOPs, size, and latency on one
+    runtime (the comparison's default unless `runtime` names another it holds)."""
+    compare = (data.get("extras") or {}).get("compare") or {}
+    _, timed = latency_on(data, runtime)
     rows = []
     for item in compare.get("variants") or []:
+        b1, b32 = timed.get((item["name"], "1")) or {}, timed.get((item["name"], "32")) or {}
         rows.append(
             {
-                "variant": item.get("name"),
-                "kind": item.get("kind"),
-                "top1": item.get("best_top1"),
-                "top5": item.get("best_top5"),
-                "params": item.get("params"),
-                "params_nonzero": item.get("params_nonzero"),
-                "compression_rate": item.get("compression_rate"),
-                "flops": item.get("flops"),
-                "flops_kept": item.get("flops_kept"),
-                "size_mb": item.get("size_mb"),
+                "variant": item["name"],
+                "kind": item["kind"],
+                "top1": item["best_top1"],
+                "top5": item["best_top5"],
+                "params": item["params"],
+                "params_nonzero": item["params_nonzero"],
+                "compression_rate": item["compression_rate"],
+                "flops": item["flops"],
+                "flops_kept": item["flops_kept"],
+                "size_mb": item["size_mb"],
                 "size_sparse_mb": item["size_sparse_bytes"] / 1e6
-                if finite(item.get("size_sparse_bytes"))
+                if finite(item["size_sparse_bytes"])
                 else None,
-                "latency_ms": latency_ms(item.get("latency"), 1),
-                "latency_ms_32": latency_ms(item.get("latency"), 32),
-                "finished_runs": item.get("finished_runs"),
+                "latency_ms": b1.get("median_ms"),
+                "latency_ms_32": b32.get("median_ms"),
+                "latency_ratio": b1.get("latency_ratio"),
+                "finished_runs": item["finished_runs"],
             }
         )
     return rows
@@ -360,6 +357,7 @@ MEASURE_COLUMNS = [
     ("size_sparse_mb", "sparse size (MB)", Format(precision=3, scheme=Scheme.fixed)),
     ("latency_ms", "latency b1 (ms)", Format(precision=3, scheme=Scheme.fixed)),
     ("latency_ms_32", "latency b32 (ms)", Format(precision=3, scheme=Scheme.fixed)),
+    ("latency_ratio", "latency / base b1 (same runtime)", Format(precision=3, scheme=Scheme.fixed)),
     ("top1", "best top-1 (%)", Format(precision=2, scheme=Scheme.fixed)),
     ("top5", "best top-5 (%)", Format(precision=2, scheme=Scheme.fixed)),
     ("finished_runs", "finished runs", Format(group=",")),
@@ -376,12 +374,14 @@ def measurement_table(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     return rows, columns
 
 
-def flops_note(data: dict) -> str:
+def flops_note(data: dict, runtime: str | None = None) -> str:
     compare = (data.get("extras") or {}).get("compare") or {}
-    convention = (
-        compare.get("flops_convention") or "2 per multiply-accumulate of conv and linear layers, batch 1"
+    chosen, _ = latency_on(data, runtime)
+    where = f"on {chosen}, ratios within that runtime only" if chosen else "not measured yet"
+    return (
+        f"{compare.get('flops_convention', '')}. Latency: median of timed runs, {where}; "
+        "size: the saved artefact in MB (1e6 bytes)."
     )
-    return f"FLOPs: {convention}. Latency: median of timed runs; size: the saved artefact in MB (1e6 bytes)."
 
 
 # --- per-variant stored details ----------------------------------------------------------------
@@ -423,76 +423,47 @@ def histograms(data: dict) -> dict[str, dict]:
     return {v["name"]: v.get("histograms") or {} for v in _variants(data)}
 
 
-def _layer_histograms(hists: dict) -> dict[str, dict]:
-    """{layer: {edges, counts}}, also when stored as {'after': {layer: ...}} or {'layers': {...}}."""
-    for key in ("after", "layers", "weights"):
-        if isinstance(hists.get(key), dict):
-            return hists[key]
-    return {k: v for k, v in hists.items() if isinstance(v, dict) and "counts" in v}
-
-
 def histogram_layers(data: dict, variant: str) -> list[str]:
-    return list(_layer_histograms(histograms(data).get(variant) or {}))
+    return list((histograms(data).get(variant) or {}).get("layers") or {})
 
 
 def histogram_series(data: dict, variant: str, layer: str) -> dict[str, dict]:
-    """The layer's weights before (the variant's source: base or the pruned model) and after."""
+    """The layer's weights before and after: an int8 / mixed variant carries its own "before" (the
+    fp32 weights with BatchNorm folded, as the exporter sees them); any other compressed variant
+    is compared with its source (the base, for a pruned one)."""
     by_name = {v["name"]: v for v in _variants(data)}
     hists = histograms(data).get(variant) or {}
     series = {}
-    before = hists.get("before") if isinstance(hists.get("before"), dict) else None
+    before, label = hists.get("before"), f"{hists.get('before_label')} (before)"
     if before is None:
         source = (by_name.get(variant) or {}).get("source") or next(
-            (v["name"] for v in _variants(data) if v.get("kind") == "base"), None
+            (v["name"] for v in _variants(data) if v["kind"] == "base"), None
         )
         if source and source != variant:
-            before = _layer_histograms(histograms(data).get(source) or {})
-            label = f"{source} (before)"
-        else:
-            label = "before"
-    else:
-        label = f"{hists.get('before_label') or 'before'} (before)"
+            before, label = (histograms(data).get(source) or {}).get("layers"), f"{source} (before)"
     if before and layer in before:
         series[label] = before[layer]
-    after = _layer_histograms(hists).get(layer)
+    after = (hists.get("layers") or {}).get(layer)
     if after:
         series[f"{variant} (after)"] = after
     return series
 
 
 def sensitivity_scans(data: dict) -> list[dict]:
-    """Curves {'label', 'fractions', 'accuracy'} from every variant's stored scan."""
+    """Curves {'label', 'fractions', 'accuracy'} from every variant's stored scans (VariantOut.scan:
+    a list of scans, each with its rows; a layer scan gives one curve per layer)."""
     curves = []
     for v in _variants(data):
-        scan = v.get("scan")
-        if not scan:
-            continue
-        entries = scan if isinstance(scan, list) else scan.get("points") or scan.get("results") or []
-        if isinstance(scan, dict) and "fractions" in scan:
-            curves.append(
-                {
-                    "label": v["name"],
-                    "fractions": scan["fractions"],
-                    "accuracy": scan.get("top1") or scan.get("accuracy"),
-                }
-            )
-            continue
-        groups: dict[str, list[tuple[float, float]]] = {}
-        for entry in entries:
-            if not isinstance(entry, dict):
-                continue
-            fraction = entry.get("fraction", entry.get("p"))
-            accuracy = entry.get("top1", entry.get("accuracy"))
-            if not finite(fraction) or not finite(accuracy):
-                continue
-            parts = [v["name"], entry.get("kind"), entry.get("scope"), entry.get("layer")]
-            label = " · ".join(str(p) for p in parts if p)
-            groups.setdefault(label, []).append((fraction, accuracy))
-        for label, pairs in groups.items():
-            pairs.sort()
-            curves.append(
-                {"label": label, "fractions": [p[0] for p in pairs], "accuracy": [p[1] for p in pairs]}
-            )
+        for scan in v.get("scan") or []:
+            groups: dict[str | None, list[tuple[float, float]]] = {}
+            for row in scan["rows"]:
+                groups.setdefault(row["layer"], []).append((row["fraction"], row["top1"]))
+            for layer, pairs in groups.items():
+                pairs.sort()
+                label = " · ".join(p for p in (v["name"], scan["kind"], scan["scope"], layer) if p)
+                curves.append(
+                    {"label": label, "fractions": [p[0] for p in pairs], "accuracy": [p[1] for p in pairs]}
+                )
     return curves
 
 

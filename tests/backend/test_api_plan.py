@@ -47,7 +47,14 @@ def test_plan_matches_the_planner_and_stores_nothing(client, settings, tmp_path)
     assert response.status_code == 200, response.text
     body = response.json()
     # 9 x 9 grid, one seed: base + 3 pruned variants train 81 points each, q8 quantises base's 81
-    assert body["run_counts"] == {"train": 324, "prune": 3, "quantise": 81, "measure": 5, "scan": 0, "total": 413}
+    assert body["run_counts"] == {
+        "train": 324,
+        "prune": 3,
+        "quantise": 81,
+        "measure": 5,
+        "scan": 0,
+        "total": 413,
+    }
     assert body["grid_points"] == 81 and body["repeats"] == 1
     plan = plan_study(parse_spec(spec))
     assert body["run_counts"] == plan.count_by_kind()

@@ -24,7 +24,14 @@ def _create(client, **changes):
 
 def test_create_stores_plan_and_dispatches(client, fake_dispatch):
     body = _create(client)
-    assert body["run_counts"] == {"train": 36, "prune": 1, "quantise": 18, "measure": 3, "scan": 0, "total": 58}
+    assert body["run_counts"] == {
+        "train": 36,
+        "prune": 1,
+        "quantise": 18,
+        "measure": 3,
+        "scan": 0,
+        "total": 58,
+    }
     # the 18 base trains go; the base measure waits on the base run at the prior, like the prune run
     assert body["progress"]["pending"] == 18 and body["progress"]["blocked"] == 40
     assert body["status"] == "pending" and body["variants"] == ["base", "u50", "q8"]

@@ -68,6 +68,13 @@ def test_extension_plans_only_new_points_and_refers_to_existing_prune():
     assert points == [(2, -1), (2, 0), (2, 1)]
     plan = plan_study(spec, points)
     assert plan.variants == []
-    assert plan.count_by_kind() == {"train": 12, "prune": 0, "quantise": 6, "measure": 0, "scan": 0, "total": 18}
+    assert plan.count_by_kind() == {
+        "train": 12,
+        "prune": 0,
+        "quantise": 6,
+        "measure": 0,
+        "scan": 0,
+        "total": 18,
+    }
     assert all(r.grid_i == 2 for r in plan.runs)
     assert {r.depends_on for r in plan.runs if r.variant == "u50"} == {("u50", "prune", None, None, 0)}

@@ -101,7 +101,14 @@ def test_exactly_one_base_and_no_quantised_source():
 
 def test_limits_name_the_field():
     spec = parse_spec(_spec(grid__size=9, repeats=3))
-    assert count_runs(spec) == {"train": 486, "prune": 1, "quantise": 243, "measure": 3, "scan": 0, "total": 733}
+    assert count_runs(spec) == {
+        "train": 486,
+        "prune": 1,
+        "quantise": 243,
+        "measure": 3,
+        "scan": 0,
+        "total": 733,
+    }
     with pytest.raises(SpecError) as info:
         check_limits(spec, max_grid_size=7, max_runs_per_study=10_000)
     assert info.value.field == "grid.size" and "limit of 7" in info.value.message

@@ -70,12 +70,22 @@ def test_shift_sentence_never_rounds_a_tiny_shift_to_zero():
     assert "+0.3 in log10 wd and -0.25 in log10 lr" in sentence
 
 
+def _compare_row(**fields):
+    """A /compare row in the API's declared shape (backend/api/schemas.py CompareRow): every field
+    present, the unset ones null, as the API serves them."""
+    from backend.api.schemas import CompareRow
+
+    row = dict.fromkeys(CompareRow.model_fields)
+    row.update(finished_runs=0, **fields)
+    return CompareRow(**row).model_dump()
+
+
 def _data(measure_statuses, compare_rows=(), kind="native", variants=()):
     return {
         "study": {"kind": kind},
         "analysis": {},
         "extras": {
-            "compare": {"variants": list(compare_rows)},
+            "compare": {"variants": [_compare_row(**row) for row in compare_rows], "latency": None},
             "variants": list(variants),
             "measure_runs": [{"variant": f"v{n}", "status": s} for n, s in enumerate(measure_statuses)],
         },
@@ -127,12 +137,12 @@ def test_risk_note_only_without_risk_values():
 
 def test_best_top1_per_variant_from_compare():
     rows = [
-        {"name": "base", "best_top1": 92.0, "best_lr": 0.1, "best_wd": 1e-4},
-        {"name": "q8", "best_top1": None, "best_lr": None, "best_wd": None},
+        {"name": "base", "kind": "base", "best_top1": 92.0, "best_lr": 0.1, "best_wd": 1e-4},
+        {"name": "q8", "kind": "int8", "best_top1": None, "best_lr": None, "best_wd": None},
     ]
     assert sd.best_per_variant(_data([], rows)) == [
-        {"variant": "base", "top1": 92.0, "lr": 0.1, "wd": 1e-4},
-        {"variant": "q8", "top1": None, "lr": None, "wd": None},
+        {"variant": "base", "top1": 92.0, "std": None, "n": None, "lr": 0.1, "wd": 1e-4},
+        {"variant": "q8", "top1": None, "std": None, "n": None, "lr": None, "wd": None},
     ]
 
 
@@ -259,6 +269,7 @@ def test_write_answers_and_refusals_in_words():
     named = {
         "id": 4,
         "name": "digits pruning",
+        "kind": "native",
         "status": "running",
         "progress": _progress(pending=9, running=1),
     }
