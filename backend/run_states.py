@@ -32,7 +32,9 @@ RESULT_KINDS = ("train", "quantise")  # the runs whose accuracy is a grid point 
 
 STUDY_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "deleting")
 OPEN_STUDY = ("pending", "running")
-STICKY_STUDY = ("cancelled", "deleting")  # asked for by a user; the runs do not undo them
+# Once cancelled (asked for, or ended with runs that never ran) or deleting, a study stays so: its
+# runs do not undo it; a retry or an extension reopens a cancelled study.
+STICKY_STUDY = ("cancelled", "deleting")
 STUDY_KINDS = ("native", "imported")
 
 
@@ -57,14 +59,20 @@ def study_status(stored: str, progress: Mapping[str, int]) -> str:
     """A study's status from its runs by status. `cancelled` sticks once asked for (until a retry
     or an extension reopens the study), and so does `deleting` (until the study is purged);
     otherwise `running` once any run has started and some are still active, `pending` before,
-    and at the end `failed` if any run failed, else `succeeded`."""
+    and once no run is active: `failed` if any run failed, else `cancelled` if any run was
+    cancelled (by a user, or because the run it waited on ended without what it needs: the study
+    did not run everything it planned), else `succeeded` (every run succeeded or diverged)."""
     if stored in STICKY_STUDY:
         return stored
     active = sum(progress.get(s, 0) for s in ACTIVE)
     if active:
         started = sum(progress.get(s, 0) for s in ("running", "queued", *ENDED))
         return "running" if started else "pending"
-    return "failed" if progress.get("failed", 0) else "succeeded"
+    if progress.get("failed", 0):
+        return "failed"
+    if progress.get("cancelled", 0):
+        return "cancelled"
+    return "succeeded"
 
 
 def progress_totals(counts: dict[str, int]) -> dict[str, int]:

@@ -26,6 +26,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="prunescape",
         description="How compressing a CNN moves its learning-rate x weight-decay landscape.",
         version="0.1.0",
+        docs_url=None,  # served by install_docs from local files, not FastAPI's CDN pages
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.sessionmaker = sessionmaker(bind=get_engine(settings), expire_on_commit=False)
@@ -57,7 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    from backend.api.docs_pages import install_docs
     from backend.api.routes import misc, runs, studies
+
+    install_docs(app)
 
     app.include_router(studies.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)

@@ -124,6 +124,7 @@ class ArtefactOut(_Out):
     bytes: int | None
     created_at: UtcDatetime
     url: str
+    filename: str = Field(description="the download's name: study, run, variant and kind (GET url)")
 
 
 class RunDetail(RunOut):
@@ -216,7 +217,11 @@ class LandscapePoint(BaseModel):
     value: float | None = Field(description="mean of the metric over finished seeds")
     std: float | None
     n: int = Field(description="finished seeds (succeeded or diverged)")
-    status: Literal["finished", "diverged", "running", "missing"]
+    status: Literal["finished", "diverged", "running", "failed", "cancelled", "missing"] = Field(
+        description="finished | diverged (every finished seed diverged) | running (no result yet, a run "
+        "is waiting or running) | failed / cancelled (no result, no run left to happen; one failed / "
+        "was cancelled) | missing (no run at this point)"
+    )
 
 
 class Landscape(BaseModel):
@@ -489,6 +494,14 @@ class CatalogOut(BaseModel):
     datasets: list[CatalogDataset]
     variant_kinds: list[str]
     flops_convention: str
+
+
+class AuthOut(BaseModel):
+    """The server's auth mode (PRUNESCAPE_AUTH), for clients that say what a token is needed for."""
+
+    mode: Literal["off", "writes", "all"]
+    reads_need_token: bool
+    writes_need_token: bool
 
 
 class HealthOut(BaseModel):

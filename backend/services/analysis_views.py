@@ -141,28 +141,25 @@ def landscape(session: Session, study_id: int, variant_name: str, *, metric: str
                 "n": p.n[k],
                 "n_diverged": p.n_diverged[k],
             }
-    active: set[tuple[int, int]] = set()
-    seen: set[tuple[int, int]] = set()
+    states: dict[tuple[int, int], set[str]] = defaultdict(set)
     for grid_i, grid_j, status in session.execute(
         sa.select(Run.grid_i, Run.grid_j, Run.status).where(
             Run.study_id == study_id, Run.variant_id == variant.id, Run.kind.in_(RESULT_KINDS)
         )
     ):
-        seen.add((grid_i, grid_j))
-        if status in ACTIVE:
-            active.add((grid_i, grid_j))
+        states[(grid_i, grid_j)].add(status)
     lr_by_i, wd_by_j = _grid_values(study)
     points = []
     for i, lr in lr_by_i.items():
         for j, wd in wd_by_j.items():
-            if study.kind == "imported" and (i, j) not in seen:
+            if study.kind == "imported" and (i, j) not in states:
                 continue
             x, y = math.log10(wd), math.log10(lr)
             cell = scored.get((axis_key(x), axis_key(y)))
             if cell is not None:
                 status = "diverged" if cell["n_diverged"] >= cell["n"] else "finished"
             else:
-                status = "running" if (i, j) in active else "missing"
+                status = unscored_point_status(states.get((i, j), set()))
             points.append(
                 {
                     "grid_i": i,
@@ -192,12 +189,32 @@ def landscape(session: Session, study_id: int, variant_name: str, *, metric: str
     }
 
 
+def unscored_point_status(run_states: set[str]) -> str:
+    """The state of a grid point without a result, from its runs' states: `running` while any run
+    is to happen (waiting or running), else `failed` if one failed, `cancelled` if one was
+    cancelled, `missing` when it has no run at all."""
+    if run_states & set(ACTIVE):
+        return "running"
+    if "failed" in run_states:
+        return "failed"
+    if "cancelled" in run_states:
+        return "cancelled"
+    return "missing"
+
+
 def _grid_values(study: Study) -> tuple[dict[int, float], dict[int, float]]:
     """Grid index -> lr and -> wd of a study (native: its spec; imported: the stored axes)."""
     if study.kind == "native":
         grid = parse_spec(study.spec, check_paths=False).grid
         return {i: grid.lr_at(i) for i in grid.lr_indices}, {j: grid.wd_at(j) for j in grid.wd_indices}
-    return dict(enumerate(study.spec["grid"]["lr_values"])), dict(enumerate(study.spec["grid"]["wd_values"]))
+    grid = study.spec["grid"]
+    # Imports store centred index ranges (as a native grid has); older imports counted from 0.
+    lr_first = (grid.get("lr_range") or [0])[0]
+    wd_first = (grid.get("wd_range") or [0])[0]
+    return (
+        {lr_first + k: v for k, v in enumerate(grid["lr_values"])},
+        {wd_first + k: v for k, v in enumerate(grid["wd_values"])},
+    )
 
 
 # --- variants and their comparison -----------------------------------------------------------------

@@ -62,14 +62,22 @@ def import_csv(
                 f"column {axis!r} has {len(values)} distinct values, above the limit of "
                 f"{MAX_IMPORT_AXIS_VALUES}; results must lie on an lr x wd grid",
             )
-    lr_index = {v: i for i, v in enumerate(lrs)}
-    wd_index = {v: j for j, v in enumerate(wds)}
+    # Centred indices, as a native grid has them (0 at the middle value, negative below), so a
+    # grid index means the same in every study; an even count puts 0 just below the middle.
+    lr_first, wd_first = -((len(lrs) - 1) // 2), -((len(wds) - 1) // 2)
+    lr_index = {v: lr_first + i for i, v in enumerate(lrs)}
+    wd_index = {v: wd_first + j for j, v in enumerate(wds)}
     spec = {
         "name": study_name,
         "imported_from": filename,
         "base": base,
         "variants": [{"name": v, "kind": "base" if v == base else "imported"} for v in table.variants],
-        "grid": {"lr_values": lrs, "wd_values": wds},
+        "grid": {
+            "lr_values": lrs,
+            "wd_values": wds,
+            "lr_range": [lr_first, lr_first + len(lrs) - 1],
+            "wd_range": [wd_first, wd_first + len(wds) - 1],
+        },
         "ignored_columns": list(table.ignored_columns),
     }
     study = Study(name=study_name, kind="imported", spec=spec, status="succeeded", created_by=created_by)

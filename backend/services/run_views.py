@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import Artefact, Run
 from backend.run_states import ENDED
+from backend.services.artefact_files import download_name
 from backend.services.errors import NotFound
 from backend.services.queries import as_utc, get_run, variant_names
 from backend.services.read_cache import StudyVersion, read_cache, study_version
@@ -26,8 +27,10 @@ def runs_page_json(
     variant: str | None = None,
     status: str | None = None,
     kind: str | None = None,
+    sort: str = "id",
 ) -> bytes:
-    """One page of a study's runs (by id) as the API's RunList JSON, with UTC times.
+    """One page of a study's runs as the API's RunList JSON, with UTC times; `sort` is a key of
+    RUN_SORTS (by id, or by accuracy with the runs without one last).
 
     Without a status filter the page's ids come from the study's cached id list (the runs a
     variant / kind filter selects never change once stored; new runs move the version), so a deep
@@ -41,7 +44,7 @@ def runs_page_json(
         variant_id = next((vid for vid, name in names.items() if name == variant), None)
         if variant_id is None:
             raise NotFound(f"study {study_id} has no variant {variant!r}")
-    key = ("runs_page", study_id, version, variant_id, kind, status, limit, offset)
+    key = ("runs_page", study_id, version, variant_id, kind, status, sort, limit, offset)
     body = read_cache.get(key)
     if body is not None:
         return body
@@ -50,7 +53,7 @@ def runs_page_json(
         filters.append(Run.variant_id == variant_id)
     if kind is not None:
         filters.append(Run.kind == kind)
-    if status is None:
+    if status is None and sort == "id":
         ids = _run_ids(session, version, variant_id, kind, filters)
         total = len(ids)
         page = ids[offset : offset + limit]
@@ -62,10 +65,11 @@ def runs_page_json(
                 .order_by(Run.id)
             ).all()
     else:
-        filters.append(Run.status == status)
+        if status is not None:
+            filters.append(Run.status == status)
         total = session.scalar(sa.select(sa.func.count()).where(*filters)) or 0
         rows = session.execute(
-            sa.select(*RUN_COLUMNS).where(*filters).order_by(Run.id).limit(limit).offset(offset)
+            sa.select(*RUN_COLUMNS).where(*filters).order_by(*RUN_SORTS[sort]).limit(limit).offset(offset)
         ).all()
     items = [_run_row_view(row, names) for row in rows]
     body = pydantic_core.to_json({"items": items, "total": total, "limit": limit, "offset": offset})
@@ -73,6 +77,18 @@ def runs_page_json(
     if ended and all(item["status"] in ENDED for item in items):
         read_cache.put(key, body, len(body))
     return body
+
+
+# Sort keys of a study's runs list: by id, or by an accuracy with the runs that have none (not
+# finished, failed, cancelled) last either way, then by id so pages never overlap.
+RUN_SORTS = {
+    "id": (Run.id.asc(),),
+    "-id": (Run.id.desc(),),
+    "top1": (Run.top1.is_(None), Run.top1.asc(), Run.id.asc()),
+    "-top1": (Run.top1.is_(None), Run.top1.desc(), Run.id.asc()),
+    "top5": (Run.top5.is_(None), Run.top5.asc(), Run.id.asc()),
+    "-top5": (Run.top5.is_(None), Run.top5.desc(), Run.id.asc()),
+}
 
 
 def _cachedvariant_names(session: Session, version: StudyVersion) -> dict[int, str]:
@@ -131,11 +147,11 @@ def run_detail(session: Session, run_id: int) -> dict[str, Any]:
     view["result"] = run.result
     view["epochs"] = list(run.epochs)
     artefacts = session.scalars(sa.select(Artefact).where(Artefact.run_id == run.id).order_by(Artefact.id))
-    view["artefacts"] = [artefact_view(a) for a in artefacts]
+    view["artefacts"] = [artefact_view(a, study_id=run.study_id, variant=view["variant"]) for a in artefacts]
     return view
 
 
-def artefact_view(artefact: Artefact) -> dict[str, Any]:
+def artefact_view(artefact: Artefact, *, study_id: int | None, variant: str | None) -> dict[str, Any]:
     return {
         "id": artefact.id,
         "run_id": artefact.run_id,
@@ -144,4 +160,5 @@ def artefact_view(artefact: Artefact) -> dict[str, Any]:
         "bytes": artefact.bytes,
         "created_at": artefact.created_at,
         "url": f"/api/v1/artefacts/{artefact.id}",
+        "filename": download_name(artefact, study_id=study_id, variant=variant),
     }

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from backend.db.models import Run, Study, Variant
 from backend.db.study_state import progress_counts, refresh_status, status_moved
 from backend.run_states import OPEN_STUDY, RUN_KINDS, RUN_STATUSES, progress_totals
+from backend.services.errors import FieldError
 from backend.services.queries import as_utc, get_study
 from backend.services.read_cache import read_cache, study_version
 
@@ -112,17 +113,60 @@ def _view(
     return view
 
 
+# The list's text filter: at most this many words (each must match), each at most this long.
+FILTER_MAX_WORDS = 8
+FILTER_WORD_MAX = 64
+
+
+def filter_words(text: str | None) -> list[str]:
+    """The words of the list's text filter `q`, or FieldError naming `q` (NUL, too many words,
+    a word too long). Matching is on the words' literal characters: % and _ are not wildcards."""
+    if text is None:
+        return []
+    if "\x00" in text:
+        raise FieldError(["query", "q"], "the filter text must not contain NUL characters")
+    words = text.split()
+    if len(words) > FILTER_MAX_WORDS:
+        raise FieldError(["query", "q"], f"use at most {FILTER_MAX_WORDS} words in the filter")
+    if any(len(word) > FILTER_WORD_MAX for word in words):
+        raise FieldError(["query", "q"], f"a filter word is longer than {FILTER_WORD_MAX} characters")
+    return words
+
+
+def _matches_word(word: str) -> sa.ColumnElement[bool]:
+    """A study whose name, model, dataset, creator, kind or one of whose variant names holds `word`
+    (case-insensitive, literal characters)."""
+    fields = (
+        Study.name,
+        Study.created_by,
+        Study.kind,
+        Study.spec["model"]["name"].as_string(),
+        Study.spec["dataset"]["name"].as_string(),
+    )
+    variant = sa.exists().where(Variant.study_id == Study.id, Variant.name.icontains(word, autoescape=True))
+    return sa.or_(*(field.icontains(word, autoescape=True) for field in fields), variant)
+
+
 def list_studies(
-    session: Session, *, limit: int, offset: int, status: str | None = None, sort: str = "-created_at"
+    session: Session,
+    *,
+    limit: int,
+    offset: int,
+    status: str | None = None,
+    sort: str = "-created_at",
+    q: str | None = None,
 ) -> dict[str, Any]:
     # Statuses are derived from runs and refreshed on read. With a status filter every unfinished
     # study is refreshed first, so the filter and the total agree with what each item shows;
     # without one (no sort key is a status) only the page's studies need to be current.
+    words = filter_words(q)
     if status is not None:
         _refresh_open_statuses(session)
     query = sa.select(Study)
     if status is not None:
         query = query.where(Study.status == status)
+    for word in words:
+        query = query.where(_matches_word(word))
     total = session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
     studies = session.scalars(query.order_by(SORTS[sort], Study.id.desc()).limit(limit).offset(offset)).all()
     progress = progress_counts(session, [s.id for s in studies])

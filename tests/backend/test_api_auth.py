@@ -212,7 +212,9 @@ def _read_routes(app) -> list[str]:
     return sorted(
         path
         for path, methods in walk_routes(app.routes)
-        if "GET" in methods and path.startswith(API) and path != f"{API}/health"
+        # open in every mode: /health for probes, /auth so a client without a token can say what
+        # one is needed for
+        if "GET" in methods and path.startswith(API) and path not in (f"{API}/health", f"{API}/auth")
     )
 
 
@@ -240,3 +242,4 @@ def test_auth_all_needs_a_token_for_every_read(settings, fake_dispatch):
         assert client.post(f"{API}/studies/plan", json=DEMO_SPEC).status_code == 401
         assert client.post(f"{API}/studies/plan", json=DEMO_SPEC, headers=_bearer(token)).status_code == 200
         assert client.get(f"{API}/health").status_code == 200
+        assert client.get(f"{API}/auth").json()["mode"] == "all"

@@ -1,4 +1,4 @@
-"""/artefacts/{id} (file download), /catalog and /health."""
+"""/artefacts/{id} (file download), /catalog, /auth and /health."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import ArtefactId, ReaderDep, SessionDep, SettingsDep
 from backend.api.redaction import public_error
-from backend.api.schemas import READ_ERRORS, CatalogOut, HealthOut
+from backend.api.schemas import READ_ERRORS, AuthOut, CatalogOut, HealthOut
 from backend.services import artefact_files
 from backend.services import health as health_checks
 from backend.services.catalog_view import catalog_view
@@ -30,6 +30,14 @@ def download_artefact(
 def catalog(_reader: ReaderDep) -> Any:
     """The models and data sets a study may name, the variant kinds, the FLOPs convention."""
     return catalog_view()
+
+
+@router.get("/auth", response_model=AuthOut)
+def auth_mode(settings: SettingsDep) -> Any:
+    """What a token is needed for on this server; open in every mode (like /health), so a client
+    without a token can say so. Names the mode only, nothing about any token."""
+    mode = settings.auth_mode
+    return {"mode": str(mode), "reads_need_token": mode == "all", "writes_need_token": mode != "off"}
 
 
 def _without_paths(part: dict[str, Any]) -> dict[str, Any]:

@@ -59,10 +59,12 @@ router = APIRouter(
 
 Metric = Literal["top1", "top5"]
 OFFSET_MAX = 2**31 - 1  # larger offsets name no row and overflow the databases' OFFSET
+FILTER_MAX_LENGTH = 200  # the study list's text filter `q`
 StudyStatus = Literal[STUDY_STATUSES]  # type: ignore[valid-type]
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 RunKind = Literal[RUN_KINDS]  # type: ignore[valid-type]
 Sort = Literal[tuple(study_views.SORTS)]  # type: ignore[valid-type]
+RunSort = Literal[tuple(run_views.RUN_SORTS)]  # type: ignore[valid-type]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut, responses=WRITE_ERRORS)
@@ -85,8 +87,16 @@ def list_studies(
     offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
     status: StudyStatus | None = None,
     sort: Sort = "-created_at",
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=FILTER_MAX_LENGTH,
+            description="words that must each appear in the name, model, dataset, creator, kind or a "
+            "variant name (case-insensitive, literal characters)",
+        ),
+    ] = None,
 ) -> Any:
-    result = study_views.list_studies(session, limit=limit, offset=offset, status=status, sort=sort)
+    result = study_views.list_studies(session, limit=limit, offset=offset, status=status, sort=sort, q=q)
     session.commit()  # statuses refreshed on read
     return result
 
@@ -238,9 +248,13 @@ def list_runs(
     kind: RunKind | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
+    sort: Annotated[
+        RunSort,
+        Query(description="id, or an accuracy (top1 / top5; '-' first: best first), runs without one last"),
+    ] = "id",
 ) -> Any:
     page = run_views.runs_page_json(
-        session, study_id, limit=limit, offset=offset, variant=variant, status=status, kind=kind
+        session, study_id, limit=limit, offset=offset, variant=variant, status=status, kind=kind, sort=sort
     )
     session.close()  # give the connection back from this thread (see deps.get_db)
     return Response(page if reader.sees_details else public_runs_page(page), media_type="application/json")
