@@ -148,10 +148,41 @@ class ApiClient:
     async def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
         return await self.request("POST", path, json=json, **kwargs)
 
+    # --- server ---------------------------------------------------------------------------------
+    async def auth_mode(self) -> dict:
+        """`AuthOut`: what a token is needed for on this server (open in every auth mode)."""
+        return await self.get("/auth")
+
+    async def catalog(self) -> dict:
+        """`CatalogOut`: the models and data sets a spec may name, the variant kinds."""
+        return await self.get("/catalog")
+
     # --- studies -------------------------------------------------------------------------------
     async def list_studies(self) -> list[dict]:
         body = await self.get("/studies")
         return body.get("items", body) if isinstance(body, dict) else body
+
+    async def studies_page(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        sort: str = "-created_at",
+        status: str | None = None,
+        q: str | None = None,
+    ) -> dict:
+        """One page of the study list (`StudyList`: items, total), filtered and sorted by the API."""
+        return await self.get("/studies", limit=limit, offset=offset, sort=sort, status=status, q=q or None)
+
+    async def landscape(self, study_id: int | str, variant: str, metric: str = "top1") -> dict:
+        """`Landscape`: every grid point of a variant with its state (finished, running, failed, ...)."""
+        return await self.get(
+            f"/studies/{resource_id(study_id, 'study')}/landscape", variant=variant, metric=metric
+        )
+
+    async def export_study(self, study_id: int | str, fmt: str = "csv") -> Any:
+        """The whole study's runs: CSV text, or the JSON body (`{"study", "rows"}`)."""
+        return await self.get(f"/studies/{resource_id(study_id, 'study')}/export", format=fmt)
 
     async def get_study(self, study_id: int | str) -> dict:
         return await self.get(f"/studies/{resource_id(study_id, 'study')}")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -105,20 +105,23 @@ def build_dash(server: FastAPI, client_factory: ClientFactory) -> Dash:
     app.init_app(server)
     app.layout = _layout()
 
-    @app.callback(Output("page", "children"), Input("url", "pathname"))
-    def render_page(pathname: str | None):
-        return route(pathname if isinstance(pathname, str) else "/")
+    @app.callback(Output("page", "children"), Input("url", "pathname"), State("url", "search"))
+    def render_page(pathname: str | None, search: str | None):
+        return route(
+            pathname if isinstance(pathname, str) else "/", search if isinstance(search, str) else ""
+        )
 
     components.register(app)
-    api_token.register(app)
+    api_token.register(app, client_factory)
     for page in (studies, study, run, new):
         page.register(app, client_factory)
     _replace_catchall(app)
     return app
 
 
-def route(pathname: str) -> Any:
-    """Pathname -> page layout. Every page is addressable and survives a reload."""
+def route(pathname: str, search: str = "") -> Any:
+    """Pathname (and query string) -> page layout. Every page is addressable and survives a
+    reload; a study page's view (metric, colour scale, floor) comes from its query string."""
     parts = [part for part in pathname.strip("/").split("/") if part]
     if not parts:
         return studies.layout()
@@ -126,7 +129,7 @@ def route(pathname: str) -> Any:
         return new.layout()
     # Only ids the API could hold make a page (its callbacks check the id again: the store is forgeable).
     if len(parts) == 2 and parts[0] == "studies" and parse_id(parts[1]) is not None:
-        return study.layout(parts[1])
+        return study.layout(parts[1], search)
     if len(parts) == 2 and parts[0] == "runs" and parse_id(parts[1]) is not None:
         return run.layout(parts[1])
     return html.Div(

@@ -71,6 +71,44 @@ def finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def hyper_text(value: Any) -> str:
+    """A learning rate or weight decay as every page and tooltip writes it: 3 significant figures,
+    scientific below 1e-4 (0.1, 0.0398, 0.000251, 3.98e-05). Tooltips get the text, not a d3
+    format, so a hover and a table never disagree."""
+    return f"{value:.3g}" if finite(value) else "—"
+
+
+def clip_segment(
+    p0: Sequence[float], p1: Sequence[float], box: Sequence[float]
+) -> tuple[list[float], list[float]] | None:
+    """The part of the segment p0-p1 inside box (xmin, xmax, ymin, ymax) as ([x0, x1], [y0, y1]),
+    or None when it misses the box (Liang-Barsky)."""
+    (x0, y0), (x1, y1) = p0, p1
+    dx, dy = x1 - x0, y1 - y0
+    t0, t1 = 0.0, 1.0
+    xmin, xmax, ymin, ymax = box
+    for p, q in ((-dx, x0 - xmin), (dx, xmax - x0), (-dy, y0 - ymin), (dy, ymax - y0)):
+        if p == 0:
+            if q < 0:
+                return None
+            continue
+        t = q / p
+        if p < 0:
+            t0 = max(t0, t)
+        else:
+            t1 = min(t1, t)
+        if t0 > t1:
+            return None
+    return [x0 + t0 * dx, x0 + t1 * dx], [y0 + t0 * dy, y0 + t1 * dy]
+
+
+def major_axis(centre: Sequence[float], length: float, angle_deg: float) -> tuple[list[float], list[float]]:
+    """The two ends of an ellipse's major axis (a width-0 ellipse is this segment)."""
+    theta = math.radians(angle_deg)
+    dx, dy = length / 2 * math.cos(theta), length / 2 * math.sin(theta)
+    return [centre[0] - dx, centre[1] - dy], [centre[0] + dx, centre[1] + dy]
+
+
 def ellipse_outline(
     centre: Sequence[float], length: float, width: float, angle_deg: float, n: int = 97
 ) -> tuple[list[float], list[float]]:

@@ -1,7 +1,9 @@
-"""Landscape of one variant over (log10 wd, log10 lr): contour, the runs, ROI ellipses, best point.
+"""Landscape of one variant over (log10 wd, log10 lr): contour, the runs, ROI ellipses, best point,
+and every grid point without a result as the legend says (waiting or running; failed or cancelled).
 
-Every variant of a study is drawn with the same `zmin`/`zmax` (the study's colour scale) so the
-plots compare at a glance; points below the floor take the lowest colour (clipped).
+Every variant of a study is drawn with the same axis ranges (`record.study_axis_ranges`) and, by
+default, the same `zmin`/`zmax` (the study's colour scale) so the plots compare at a glance; points
+below the floor take the lowest colour (clipped). A per-variant scale passes its own `zrange`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from frontend.figures.common import (
     AXIS_WD,
     COLORSCALE,
     base_layout,
+    clip_segment,
     ellipse_outline,
     empty_figure,
+    hyper_text,
+    major_axis,
     metric_label,
 )
 
@@ -29,8 +34,19 @@ ELLIPSE_STYLES = {
 OTHER_ELLIPSE_STYLE = dict(dash="dot", width=1.5, color="#6b7280")
 DIVERGED_STYLE = dict(symbol="x-thin", size=11, color="#c62828", line=dict(width=2.5, color="#c62828"))
 # A grey hollow square: a finished point clipped to the colour floor is a dark dot with a white
-# rim, which a hollow circle would be mistaken for.
+# rim, which a hollow circle would be mistaken for. Crossed out: it will get no result unless retried.
 MISSING_STYLE = dict(symbol="square-open", size=9, color="#9aa5b1", line=dict(width=1.5))
+ENDED_EMPTY_STYLE = dict(symbol="square-x-open", size=10, color="#616e7c", line=dict(width=1.5))
+WAITING_TEXT = "waiting for the first results"
+NO_RESULT = "no result yet"
+ENDED_WITHOUT_RESULT = "failed or cancelled"
+
+
+def _hover_data(point: dict) -> list:
+    """[run id, lr, wd, value, seeds] with lr and wd as text (`hyper_text`): the first entry opens
+    the run page on click."""
+    run_id, _lr, _wd, value, seeds = rec.point_customdata(point)
+    return [run_id, hyper_text(point.get("lr")), hyper_text(point.get("wd")), value, seeds]
 
 
 def landscape_figure(
@@ -40,15 +56,23 @@ def landscape_figure(
     floor: float | None = None,
     height: int = 420,
     show_colorbar: bool = True,
+    grid_points: list[dict] | None = None,
+    axis_ranges: tuple[list[float] | None, list[float] | None] | None = None,
+    zrange: tuple[float, float] | None = None,
 ) -> go.Figure:
-    """The landscape figure of `variant` from an analysis record (see backend/analysis/records.py)."""
+    """The landscape figure of `variant` from an analysis record (see backend/analysis/records.py).
+
+    `grid_points`: the variant's GET /landscape points, for the grid points without a result;
+    `axis_ranges`: the study's shared (x, y) ranges (default: this variant's own);
+    `zrange`: this figure's colour range (default: the study's shared scale with `floor`)."""
     metric = analysis.get("metric", "top1")
     label = metric_label(metric)
-    zmin, zmax = rec.colour_range(analysis, floor)
+    zmin, zmax = zrange if zrange is not None else rec.colour_range(analysis, floor)
     grid = rec.landscape_grid(analysis, variant)
     points = rec.landscape_points(analysis, variant)
-    if not points and grid is None:
-        return empty_figure(f"{variant}: no finished runs yet", height=height)
+    unscored = rec.unscored_points(grid_points)
+    if not points and grid is None and not unscored:
+        return empty_figure(f"{variant}: {WAITING_TEXT}", height=height)
 
     fig = go.Figure()
     if grid is not None and rec.grid_has_contour(grid):
@@ -78,11 +102,16 @@ def landscape_figure(
 
     finished = [p for p in points if p["status"] not in ("diverged", "missing") and p["value"] is not None]
     diverged = [p for p in points if p["status"] == "diverged"]
+    scored_at = {(round(p["x"], 9), round(p["y"], 9)) for p in points if p["value"] is not None}
     missing = [
         p for p in points if p["status"] == "missing" or (p["value"] is None and p["status"] != "diverged")
-    ]
+    ] + [p for p in unscored if p["status"] in ("running", "missing")]
+    ended_empty = [p for p in unscored if p["status"] in ("failed", "cancelled")]
+    # a point the analysis scored since /landscape was read is drawn as scored only
+    missing = [p for p in missing if (round(p["x"], 9), round(p["y"], 9)) not in scored_at]
+    ended_empty = [p for p in ended_empty if (round(p["x"], 9), round(p["y"], 9)) not in scored_at]
     hover = (
-        "run %{customdata[0]}<br>lr %{customdata[1]:.3g}, wd %{customdata[2]:.3g}<br>"
+        "run %{customdata[0]}<br>lr %{customdata[1]}, wd %{customdata[2]}<br>"
         + label
         + " %{customdata[3]:.2f}<br>seeds %{customdata[4]}<extra>%{fullData.name}</extra>"
     )
@@ -102,7 +131,7 @@ def landscape_figure(
                     line=dict(width=1, color="#ffffff"),
                     showscale=False,
                 ),
-                customdata=[rec.point_customdata(p) for p in finished],
+                customdata=[_hover_data(p) for p in finished],
                 hovertemplate=hover,
             )
         )
@@ -114,35 +143,74 @@ def landscape_figure(
                 mode="markers",
                 name="diverged",
                 marker=DIVERGED_STYLE,
-                customdata=[rec.point_customdata(p) for p in diverged],
+                customdata=[_hover_data(p) for p in diverged],
                 hovertemplate=hover.replace("<extra>", " (diverged)<extra>"),
             )
         )
-    if missing:
+    for name, group, style in ((NO_RESULT, missing, MISSING_STYLE), (ENDED_WITHOUT_RESULT, ended_empty,
+                                                                      ENDED_EMPTY_STYLE)):  # fmt: skip
+        if not group:
+            continue
         fig.add_trace(
             go.Scatter(
-                x=[p["x"] for p in missing],
-                y=[p["y"] for p in missing],
+                x=[p["x"] for p in group],
+                y=[p["y"] for p in group],
                 mode="markers",
-                name="no result yet",
-                marker=MISSING_STYLE,
-                customdata=[rec.point_customdata(p) for p in missing],
-                hovertemplate="lr %{customdata[1]:.3g}, wd %{customdata[2]:.3g}<br>no result yet<extra></extra>",
+                name=name,
+                marker=style,
+                customdata=[
+                    [None, hyper_text(p["lr"]), hyper_text(p["wd"]), p.get("status") or "missing"]
+                    for p in group
+                ],
+                hovertemplate="lr %{customdata[1]}, wd %{customdata[2]}<br>no result: %{customdata[3]}"
+                "<extra></extra>",
             )
         )
 
+    x_range, y_range = axis_ranges if axis_ranges is not None else (None, None)
+    if axis_ranges is None:
+        outlines = [
+            ellipse_outline(e["centre"], e["length"], e["width"], e["angle_deg"])
+            for e in rec.ellipses(analysis, variant)
+            if not rec.is_degenerate(e)
+        ]
+        x_range, y_range = rec.axis_ranges(grid, points + unscored, outlines)
+    box = rec.grid_box(analysis, {variant: grid_points or []})
     for ellipse in rec.ellipses(analysis, variant):
         style = ELLIPSE_STYLES.get(ellipse["level"], OTHER_ELLIPSE_STYLE)
+        level = f"{ellipse['level']!r}-ROI ellipse"
+        if rec.is_degenerate(ellipse):
+            # width 0: the points lie on a line; draw that line inside the grid, ends marked
+            ends = major_axis(ellipse["centre"], ellipse["length"], ellipse["angle_deg"])
+            clipped = clip_segment(*ends, box) if box is not None else None
+            xs, ys = (
+                clipped if clipped is not None else ([ellipse["centre"][0]] * 2, [ellipse["centre"][1]] * 2)
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines+markers",
+                    name=f"{level} (width 0: a segment)",
+                    line=style,
+                    marker=dict(symbol="line-ns-open", size=12, color=style["color"], line=dict(width=2)),
+                    hovertemplate=(
+                        f"{level} ({ellipse['n_points']} points on a line)<br>"
+                        f"width 0, length {ellipse['length']:.3f} (log10)<extra></extra>"
+                    ),
+                )
+            )
+            continue
         xs, ys = ellipse_outline(ellipse["centre"], ellipse["length"], ellipse["width"], ellipse["angle_deg"])
         fig.add_trace(
             go.Scatter(
                 x=xs,
                 y=ys,
                 mode="lines",
-                name=f"{ellipse['level']!r}-ROI ellipse",
+                name=level,
                 line=style,
                 hovertemplate=(
-                    f"{ellipse['level']!r}-ROI ellipse ({ellipse['n_points']} points)<br>"
+                    f"{level} ({ellipse['n_points']} points)<br>"
                     f"length {ellipse['length']:.3f}, width {ellipse['width']:.3f} (log10)<extra></extra>"
                 ),
             )
@@ -157,7 +225,7 @@ def landscape_figure(
                 mode="markers",
                 name="best",
                 marker=dict(symbol="star", size=17, color="#ffd600", line=dict(width=1.5, color="#111111")),
-                customdata=[rec.point_customdata(best)],
+                customdata=[_hover_data(best)],
                 hovertemplate="best: " + hover,
             )
         )
@@ -170,11 +238,10 @@ def landscape_figure(
         margin=dict(l=60, r=10, t=10, b=100),
         uirevision=variant,
     )
-    outlines = [
-        ellipse_outline(e["centre"], e["length"], e["width"], e["angle_deg"])
-        for e in rec.ellipses(analysis, variant)
-    ]
-    x_range, y_range = rec.axis_ranges(grid, points, outlines)
+    if not points and grid is None:
+        fig.add_annotation(
+            text=WAITING_TEXT, showarrow=False, x=0.5, y=1.0, xref="paper", yref="paper", yanchor="bottom"
+        )
     if x_range:
         fig.update_xaxes(range=x_range)
     if y_range:
@@ -183,7 +250,9 @@ def landscape_figure(
 
 
 def landscape_figures(analysis: dict, *, floor: float | None = None) -> dict[str, go.Figure]:
-    """All variants of one study, base first, on one shared colour range."""
+    """All variants of one study, base first, on one shared colour range and one pair of axes."""
+    ranges = rec.study_axis_ranges(analysis)
     return {
-        variant: landscape_figure(analysis, variant, floor=floor) for variant in rec.variant_names(analysis)
+        variant: landscape_figure(analysis, variant, floor=floor, axis_ranges=ranges)
+        for variant in rec.variant_names(analysis)
     }

@@ -149,3 +149,104 @@ def axis_ranges(
         return [lo - pad, hi + pad]
 
     return padded(xs), padded(ys)
+
+
+# --- one view for every variant of a study ---------------------------------------------------------
+# An ellipse whose width is this small next to its length is a line: its points lie on one line.
+DEGENERATE_WIDTH = 1e-9
+UNSCORED = ("running", "failed", "cancelled", "missing")  # GET /landscape states without a result
+SINGLE_POINT_SPAN = 0.4  # log10 units shown around a grid of one point
+
+
+def is_degenerate(ellipse: dict) -> bool:
+    """A width-0 ellipse (collinear ROI points): drawn as its major axis, not as an outline."""
+    return ellipse["width"] <= DEGENERATE_WIDTH * max(1.0, ellipse["length"])
+
+
+def unscored_points(grid_points: list[dict] | None) -> list[dict]:
+    """The grid points of GET /studies/{id}/landscape (`Landscape.points`) that have no result:
+    {'x', 'y', 'lr', 'wd', 'status'} with status running | failed | cancelled | missing."""
+    return [
+        {"x": p["x"], "y": p["y"], "lr": p["lr"], "wd": p["wd"], "status": p["status"]}
+        for p in grid_points or []
+        if p["status"] in UNSCORED
+    ]
+
+
+def grid_box(
+    analysis: dict, grid_points: dict[str, list[dict]] | None = None
+) -> tuple[float, float, float, float] | None:
+    """(xmin, xmax, ymin, ymax) of the study's grid: every variant's landscape axes and points in
+    the analysis, and every point GET /landscape lists (the grid points without a result too)."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for variant in variant_names(analysis):
+        grid = landscape_grid(analysis, variant)
+        if grid is not None:
+            xs += grid["x"]
+            ys += grid["y"]
+        for point in landscape_points(analysis, variant):
+            xs.append(point["x"])
+            ys.append(point["y"])
+    for points in (grid_points or {}).values():
+        for point in points or []:
+            xs.append(point["x"])
+            ys.append(point["y"])
+    xs = [x for x in xs if finite(x)]
+    ys = [y for y in ys if finite(y)]
+    if not xs or not ys:
+        return None
+    return min(xs), max(xs), min(ys), max(ys)
+
+
+def study_axis_ranges(
+    analysis: dict, grid_points: dict[str, list[dict]] | None = None
+) -> tuple[list[float] | None, list[float] | None]:
+    """One pair of axis ranges for every landscape of the study, so the panels line up: the grid
+    (`grid_box`) plus every ellipse that is not degenerate, an ellipse stretching the view by at
+    most one grid width on each side (a degenerate one is drawn clipped to the grid)."""
+    from frontend.figures.common import ellipse_outline
+
+    box = grid_box(analysis, grid_points)
+    if box is None:
+        return None, None
+    xmin, xmax, ymin, ymax = box
+    span_x = (xmax - xmin) or SINGLE_POINT_SPAN
+    span_y = (ymax - ymin) or SINGLE_POINT_SPAN
+    xs, ys = [xmin, xmax], [ymin, ymax]
+    for variant in variant_names(analysis):
+        for ellipse in ellipses(analysis, variant):
+            if is_degenerate(ellipse):
+                continue
+            outline_x, outline_y = ellipse_outline(
+                ellipse["centre"], ellipse["length"], ellipse["width"], ellipse["angle_deg"]
+            )
+            xs += [min(max(x, xmin - span_x), xmax + span_x) for x in outline_x]
+            ys += [min(max(y, ymin - span_y), ymax + span_y) for y in outline_y]
+
+    def padded(values: list[float], span: float) -> list[float]:
+        lo, hi = min(values), max(values)
+        pad = (hi - lo) * 0.06 or span / 2
+        return [lo - pad, hi + pad]
+
+    return padded(xs, span_x), padded(ys, span_y)
+
+
+def variant_colour_range(analysis: dict, variant: str) -> tuple[float, float]:
+    """(zmin, zmax) of one variant's own values (the per-variant colour scale): its lowest to its
+    highest grid-point mean, at least MIN_COLOUR_SPAN wide; the shared scale when it has none."""
+    values = [p["value"] for p in landscape_points(analysis, variant) if p["value"] is not None]
+    if not values:
+        return colour_range(analysis)
+    low, high = float(min(values)), float(max(values))
+    return (high - MIN_COLOUR_SPAN if high - low < MIN_COLOUR_SPAN else low), high
+
+
+def degenerate_notes(analysis: dict, variant: str) -> list[str]:
+    """A sentence per degenerate ellipse of the variant, for the note under its landscape."""
+    return [
+        f"The {e['level']!r}-ROI ellipse has width 0 (its {e['n_points']} points lie on a line): "
+        "drawn as a marked segment along that line, clipped to the grid."
+        for e in ellipses(analysis, variant)
+        if is_degenerate(e)
+    ]

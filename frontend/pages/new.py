@@ -1,49 +1,66 @@
-"""`/new`: a study form (dataset, model, recipe, grid, variants, repeats) and a CSV import.
+"""`/new`: a study form (dataset, model, recipe, grid, variants with their iterations, sensitivity
+scans, repeats) and a CSV import.
 
-The API validates; its 422 messages are shown next to the fields they name. Before submitting, the
-form shows what the API's planner would make of it (`POST /studies/plan`, a dry run). Writes carry
+The model and data set lists are the API's catalog (GET /catalog), the one list of them. Each
+variant row shows only the fields its kind takes (a FLOPs ratio for structured pruning, an amount
+for unstructured, a source picked from the study's variants for a quantised one). As the form
+changes, the API's planner answers (`POST /studies/plan`, a dry run): the runs it would make, and
+any problem in plain words next to the field it is about (an empty name included). Writes carry
 the token from the top bar (`frontend.pages.token`); a refusal for want of one says so.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, MATCH, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from frontend.api_client import ApiError
+from frontend.pages.components import fmt_hyper
+from frontend.pages.messages import field_label, field_messages
 from frontend.pages.token import STORE_ID as TOKEN_STORE
 from frontend.pages.token import read_refusal, refused_message
 
-# Suggestions for the dropdowns; the API's catalog decides what is valid (unknown -> 422 here).
-DATASETS = ["digits", "cifar10", "fashionmnist", "imagefolder", "synthetic"]
-MODELS = [
-    "digits_cnn",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "resnet110",
-    "mobilenetv2_cifar",
-    "resnet18",
-    "resnet50",
-    "mobilenet_v2",
-    "shufflenet_v2_x1_0",
-    "alexnet",
-]
 KINDS = ["base", "structured", "unstructured", "int8", "mixed", "fp16"]
 QUANTISED = {"int8", "mixed", "fp16"}
 PRUNED = {"structured", "unstructured"}
+METHODS = {"structured": ["uniform", "nonuniform"], "unstructured": ["layer", "global"]}
+RATIO_LABELS = {"structured": "FLOPs ratio kept (0–1]", "unstructured": "amount pruned [0–1)"}
+METHOD_LABELS = {"structured": "method", "unstructured": "scope"}
+EPOCH_LABELS = {"finetune": "finetune epochs", "rewind": "rewind epoch"}
+NEW_VARIANT = {"name": "", "kind": "structured", "method": "uniform", "ratio": 0.5}
 DEFAULT_VARIANTS = [
     {"name": "base", "kind": "base"},
     {"name": "u50", "kind": "structured", "method": "uniform", "ratio": 0.5},
 ]
+DEFAULT_FRACTIONS = "0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9"
+# The fields each variant row can show, and the spec fields whose messages go under each.
+VARIANT_CELLS = {
+    "ratio": ("flops_ratio", "amount"),
+    "method": ("method", "scope"),
+    "source": ("source",),
+    "retrain": ("retrain",),
+    "epochs": ("finetune_epochs", "rewind_epoch"),
+    "iterations": ("iterations",),
+}
+CELLS_OF_KIND = {
+    "base": (),
+    "structured": ("ratio", "method", "retrain", "iterations"),
+    "unstructured": ("ratio", "method", "retrain", "iterations"),
+    **{kind: ("source",) for kind in QUANTISED},
+}
+NAME_NEEDED = "a study needs a name: it is how you find it in the list"
 
 
-def _field(label: str, component: Any, field: str, hint: str | None = None) -> list:
+def _error(field: str) -> html.Div:
+    return html.Div(id={"type": "err", "field": field}, className="error")
+
+
+def _field(label: str, component: Any, field: str, hint: Any = None, hint_id: str | None = None) -> list:
     return [
         html.Label(
             label,
@@ -54,41 +71,60 @@ def _field(label: str, component: Any, field: str, hint: str | None = None) -> l
         html.Div(
             [
                 component,
-                html.Div(hint, className="note") if hint else None,
-                html.Div(id={"type": "err", "field": field}, className="error"),
+                html.Div(hint, className="note", id=hint_id) if hint is not None or hint_id else None,
+                _error(field),
             ]
         ),
     ]
 
 
-def _num(id_: str, value: Any, step: Any = "any", width: str = "150px") -> dcc.Input:
+def _num(id_: Any, value: Any, step: Any = "any", width: str = "150px") -> dcc.Input:
     return dcc.Input(id=id_, type="number", value=value, step=step, debounce=False, style={"width": width})
 
 
 def variant_row(index: int, v: dict) -> html.Div:
-    def cell(label: str, component: Any) -> html.Div:
-        return html.Div([html.Span(label, className="field-label"), component])
+    """One variant: name and kind, then the cells of its kind (`CELLS_OF_KIND`; the others hidden
+    by `show_variant_fields`), each with its error line."""
 
+    def cell(key: str, label: Any, component: Any, errors: Sequence[str]) -> html.Div:
+        kind = v.get("kind", "structured")
+        shown = key in ("name", "kind") or key in CELLS_OF_KIND.get(kind, ())
+        return html.Div(
+            [
+                html.Span(label, className="field-label", id={"type": f"v-label-{key}", "index": index}),
+                component,
+                *[_error(f"variants.{index}.{field}") for field in errors],
+            ],
+            id={"type": f"v-cell-{key}", "index": index},
+            style=None if shown else {"display": "none"},
+        )
+
+    kind = v.get("kind", "structured")
     return html.Div(
         [
             cell(
                 "name",
+                "name",
                 dcc.Input(
                     id={"type": "v-name", "index": index}, value=v.get("name", ""), style={"width": "110px"}
                 ),
+                ("name",),
             ),
             cell(
+                "kind",
                 "kind",
                 dcc.Dropdown(
                     id={"type": "v-kind", "index": index},
                     options=KINDS,
-                    value=v.get("kind", "structured"),
+                    value=kind,
                     clearable=False,
                     style={"width": "140px"},
                 ),
+                ("kind",),
             ),
             cell(
-                "FLOPs ratio / amount",
+                "ratio",
+                RATIO_LABELS.get(kind, "FLOPs ratio kept (0–1]"),
                 dcc.Input(
                     id={"type": "v-ratio", "index": index},
                     type="number",
@@ -96,41 +132,67 @@ def variant_row(index: int, v: dict) -> html.Div:
                     step="any",
                     style={"width": "110px"},
                 ),
+                VARIANT_CELLS["ratio"],
             ),
             cell(
-                "method / scope",
+                "method",
+                METHOD_LABELS.get(kind, "method"),
                 dcc.Dropdown(
                     id={"type": "v-method", "index": index},
-                    options=["uniform", "nonuniform", "layer", "global"],
+                    options=METHODS.get(kind, METHODS["structured"]),
                     value=v.get("method"),
                     style={"width": "130px"},
                 ),
+                VARIANT_CELLS["method"],
             ),
             cell(
-                "source (quantised)",
-                dcc.Input(
+                "source",
+                "source variant",
+                dcc.Dropdown(
                     id={"type": "v-source", "index": index},
-                    value=v.get("source", ""),
-                    style={"width": "100px"},
+                    options=[],
+                    value=v.get("source"),
+                    placeholder="pick a variant",
+                    style={"width": "140px"},
                 ),
+                VARIANT_CELLS["source"],
             ),
             cell(
+                "retrain",
                 "retrain",
                 dcc.Dropdown(
                     id={"type": "v-retrain", "index": index},
                     options=["scratch", "finetune", "rewind"],
                     value=v.get("retrain"),
+                    placeholder="scratch",
                     style={"width": "120px"},
                 ),
+                VARIANT_CELLS["retrain"],
             ),
             cell(
-                "finetune / rewind epoch",
+                "epochs",
+                EPOCH_LABELS.get(v.get("retrain"), "epochs"),
                 dcc.Input(
                     id={"type": "v-epochs", "index": index},
                     type="number",
                     value=v.get("epochs"),
                     style={"width": "90px"},
                 ),
+                VARIANT_CELLS["epochs"],
+            ),
+            cell(
+                "iterations",
+                "iterations (1–10)",
+                dcc.Input(
+                    id={"type": "v-iterations", "index": index},
+                    type="number",
+                    min=1,
+                    max=10,
+                    step=1,
+                    value=v.get("iterations", 1),
+                    style={"width": "80px"},
+                ),
+                VARIANT_CELLS["iterations"],
             ),
             html.Div(
                 [
@@ -146,6 +208,74 @@ def variant_row(index: int, v: dict) -> html.Div:
         ],
         className="variant-row",
         id={"type": "v-row", "index": index},
+    )
+
+
+def scan_row(index: int, scan: dict) -> html.Div:
+    """One sensitivity scan: what is pruned, over which scope, at which fractions, of which models."""
+
+    def cell(label: str, component: Any) -> html.Div:
+        return html.Div([html.Span(label, className="field-label"), component])
+
+    return html.Div(
+        [
+            cell(
+                "pruning",
+                dcc.Dropdown(
+                    id={"type": "s-kind", "index": index},
+                    options=["structured", "unstructured"],
+                    value=scan.get("kind", "unstructured"),
+                    clearable=False,
+                    style={"width": "140px"},
+                ),
+            ),
+            cell(
+                "scope",
+                dcc.Dropdown(
+                    id={"type": "s-scope", "index": index},
+                    options=[
+                        {"label": "whole model", "value": "global"},
+                        {"label": "each layer alone", "value": "layer"},
+                    ],
+                    value=scan.get("scope", "global"),
+                    clearable=False,
+                    style={"width": "160px"},
+                ),
+            ),
+            cell(
+                "fractions pruned (comma-separated, each in [0, 1))",
+                dcc.Input(
+                    id={"type": "s-fractions", "index": index},
+                    value=scan.get("fractions", DEFAULT_FRACTIONS),
+                    style={"width": "340px"},
+                ),
+            ),
+            cell(
+                "models scanned",
+                dcc.Dropdown(
+                    id={"type": "s-on", "index": index},
+                    options=[
+                        {"label": "the base model", "value": "base"},
+                        {"label": "base and every pruned variant", "value": "all"},
+                    ],
+                    value=scan.get("on", "base"),
+                    clearable=False,
+                    style={"width": "230px"},
+                ),
+            ),
+            html.Div(
+                [
+                    html.Span(" ", className="field-label"),
+                    html.Button("remove", id={"type": "s-remove", "index": index}, className="small"),
+                ]
+            ),
+            html.Div(
+                [_error(f"scans.{index}"), _error(f"scans.{index}.fractions")],
+                style={"flexBasis": "100%"},
+            ),
+        ],
+        className="variant-row",
+        id={"type": "s-row", "index": index},
     )
 
 
@@ -165,31 +295,33 @@ def layout() -> html.Div:
                     [
                         dcc.Dropdown(
                             id="new-dataset",
-                            options=DATASETS,
+                            options=["digits"],
                             value="digits",
                             clearable=False,
-                            style={"width": "200px"},
-                        ),
+                            style={"width": "240px"},
+                        ),  # fmt: skip
                         dcc.Input(
                             id="new-dataset-path",
-                            placeholder="path (cifar10, fashionmnist, imagefolder)",
-                            style={"width": "360px"},
+                            placeholder="path to the data set's files on the server",
+                            className="path-input",
                         ),
                     ],
-                    className="field-row",
+                    className="field-stack",
                 ),
                 "dataset",
+                hint_id="new-dataset-note",
             ),
             *_field(
                 "model",
                 dcc.Dropdown(
                     id="new-model",
-                    options=MODELS,
+                    options=["digits_cnn"],
                     value="digits_cnn",
                     clearable=False,
                     style={"width": "240px"},
-                ),
+                ),  # fmt: skip
                 "model",
+                hint_id="new-model-note",
             ),
             *_field(
                 "recipe",
@@ -197,17 +329,20 @@ def layout() -> html.Div:
                     [
                         html.Div(
                             [html.Span("epochs", className="field-label"), _num("new-epochs", 3, 1, "90px")]
+                            + [_error("recipe.epochs")]
                         ),
                         html.Div(
                             [
                                 html.Span("batch size", className="field-label"),
                                 _num("new-batch", 64, 1, "90px"),
                             ]
+                            + [_error("recipe.batch_size")]
                         ),
                         html.Div(
                             [
                                 html.Span("momentum", className="field-label"),
                                 _num("new-momentum", 0.9, "any", "90px"),
+                                _error("recipe.momentum"),
                             ]
                         ),
                     ],
@@ -225,38 +360,34 @@ def layout() -> html.Div:
                                 [
                                     html.Span("lr centre", className="field-label"),
                                     _num("new-lr", 0.1),
-                                    html.Div(
-                                        id={"type": "err", "field": "grid.lr_centre"}, className="error"
-                                    ),
-                                ]
+                                    _error("grid.lr_centre"),
+                                ]  # fmt: skip
                             ),
                             html.Div(
                                 [
                                     html.Span("wd centre", className="field-label"),
                                     _num("new-wd", 1e-4),
-                                    html.Div(
-                                        id={"type": "err", "field": "grid.wd_centre"}, className="error"
-                                    ),
-                                ]
+                                    _error("grid.wd_centre"),
+                                ]  # fmt: skip
                             ),
                             html.Div(
                                 [
                                     html.Span("step (log10)", className="field-label"),
                                     _num("new-step", 0.4),
-                                    html.Div(id={"type": "err", "field": "grid.step"}, className="error"),
-                                ]
+                                    _error("grid.step"),
+                                ]  # fmt: skip
                             ),
                             html.Div(
                                 [
                                     html.Span("size (points per axis, odd)", className="field-label"),
                                     _num("new-size", 3, 1),
-                                    html.Div(id={"type": "err", "field": "grid.size"}, className="error"),
-                                ]
+                                    _error("grid.size"),
+                                ]  # fmt: skip
                             ),
                         ],
                         className="field-row",
                     ),
-                    html.Div(id={"type": "err", "field": "grid"}, className="error"),
+                    _error("grid"),
                 ]
             ),
             *_field("repeats (seeds)", _num("new-repeats", 1, 1, "90px"), "repeats"),
@@ -267,7 +398,20 @@ def layout() -> html.Div:
                     html.Button(
                         "add variant", id="new-add-variant", className="small", style={"marginTop": "8px"}
                     ),
-                    html.Div(id={"type": "err", "field": "variants"}, className="error"),
+                    _error("variants"),
+                ]
+            ),
+            html.Label("sensitivity scans"),
+            html.Div(
+                [
+                    html.Div(
+                        "Optional: the accuracy of a model trained at the prior, pruned by each fraction without "
+                        "retraining (one scan run per scanned model).",
+                        className="note",
+                    ),
+                    html.Div([], id="new-scans"),
+                    html.Button("add scan", id="new-add-scan", className="small", style={"marginTop": "8px"}),
+                    _error("scans"),
                 ]
             ),
             html.Span(),
@@ -275,7 +419,7 @@ def layout() -> html.Div:
                 [
                     html.Div(id="new-plan", className="plan"),
                     html.Button("Create study", id="new-submit", className="primary"),
-                    html.Div(id={"type": "err", "field": "_"}, className="error"),
+                    _error("_"),
                 ]
             ),
         ],
@@ -305,12 +449,23 @@ def layout() -> html.Div:
         ],
         className="panel",
     )
-    return html.Div([html.H1("New study"), html.Div(form, className="panel"), upload])
+    return html.Div(
+        [html.H1("New study"), dcc.Store(id="new-catalog"), html.Div(form, className="panel"), upload]
+    )
 
 
+# --- the spec of the form ------------------------------------------------------------------------------
 def variant_spec(
-    name: str, kind: str, ratio: Any, method: Any, source: Any, retrain: Any, epochs: Any
+    name: str,
+    kind: str,
+    ratio: Any,
+    method: Any,
+    source: Any,
+    retrain: Any,
+    epochs: Any,
+    iterations: Any = None,
 ) -> dict:
+    """One variant's spec: only the fields its kind takes (a hidden field's value is never sent)."""
     spec: dict[str, Any] = {"name": (name or "").strip(), "kind": kind}
     if kind == "structured":
         spec["flops_ratio"] = ratio
@@ -322,23 +477,44 @@ def variant_spec(
             spec["scope"] = method
     elif kind in QUANTISED:
         spec["source"] = (source or "").strip()
-    if kind in PRUNED and retrain:
-        spec["retrain"] = retrain
-        if retrain == "finetune":
-            spec["finetune_epochs"] = epochs
-        elif retrain == "rewind":
-            spec["rewind_epoch"] = epochs
+    if kind in PRUNED:
+        if retrain:
+            spec["retrain"] = retrain
+            if retrain == "finetune":
+                spec["finetune_epochs"] = epochs
+            elif retrain == "rewind":
+                spec["rewind_epoch"] = epochs
+        if iterations not in (None, "", 1):
+            spec["iterations"] = iterations
     return spec
 
 
-def build_spec(values: dict, variants: list[dict]) -> dict:
+def parse_fractions(text: Any) -> list[Any]:
+    """A scan's fractions typed as "0, 0.1 0.2": numbers where they are numbers; anything else
+    is sent as typed, and the API says which entry it cannot take."""
+    out: list[Any] = []
+    for part in re.split(r"[,;\s]+", str(text or "").strip()):
+        if not part:
+            continue
+        try:
+            out.append(float(part))
+        except ValueError:
+            out.append(part)
+    return out
+
+
+def scan_spec(kind: Any, scope: Any, fractions: Any, on: Any) -> dict:
+    return {"kind": kind, "scope": scope, "fractions": parse_fractions(fractions), "on": on}
+
+
+def build_spec(values: dict, variants: list[dict], scans: list[dict] | None = None) -> dict:
     dataset: dict[str, Any] = {"name": values["dataset"]}
     if values.get("path"):
         dataset["path"] = values["path"].strip()
     recipe = {"epochs": values["epochs"], "batch_size": values["batch"]}
     if values.get("momentum") is not None:
         recipe["momentum"] = values["momentum"]
-    return {
+    spec = {
         "name": (values.get("name") or "").strip(),
         "dataset": dataset,
         "model": {"name": values["model"]},
@@ -352,6 +528,9 @@ def build_spec(values: dict, variants: list[dict]) -> dict:
         "repeats": values["repeats"],
         "variants": variants,
     }
+    if scans:
+        spec["scans"] = scans
+    return spec
 
 
 FORM_FIELDS = {
@@ -368,14 +547,28 @@ FORM_FIELDS = {
     "size": "new-size",
     "repeats": "new-repeats",
 }
-VARIANT_FIELDS = ("v-name", "v-kind", "v-ratio", "v-method", "v-source", "v-retrain", "v-epochs")
+VARIANT_FIELDS = (
+    "v-name",
+    "v-kind",
+    "v-ratio",
+    "v-method",
+    "v-source",
+    "v-retrain",
+    "v-epochs",
+    "v-iterations",
+)
+SCAN_FIELDS = ("s-kind", "s-scope", "s-fractions", "s-on")
 
 
-def spec_from_form(form_values: Sequence[Any], variant_columns: Sequence[list]) -> dict:
-    """The spec of the form: its values in FORM_FIELDS order, one list per VARIANT_FIELDS column."""
+def spec_from_form(
+    form_values: Sequence[Any], variant_columns: Sequence[list], scan_columns: Sequence[list] = ()
+) -> dict:
+    """The spec of the form: its values in FORM_FIELDS order, one list per VARIANT_FIELDS column
+    (and per SCAN_FIELDS column)."""
     values = dict(zip(FORM_FIELDS, form_values, strict=True))
     variants = [variant_spec(*row) for row in zip(*variant_columns, strict=True)]
-    return build_spec(values, variants)
+    scans = [scan_spec(*row) for row in zip(*scan_columns, strict=True)] if scan_columns else []
+    return build_spec(values, variants, scans)
 
 
 def plan_view(plan: dict) -> list:
@@ -383,14 +576,24 @@ def plan_view(plan: dict) -> list:
     counts = plan["run_counts"]
     sentence = (
         f"This will plan {counts['total']:,} runs: {counts['train']:,} training, {counts['prune']:,} pruning, "
-        f"{counts['quantise']:,} quantisation, {counts['measure']:,} measurement."
+        f"{counts['quantise']:,} quantisation, {counts['measure']:,} measurement"
+        + (f", {counts['scan']:,} sensitivity scan" if counts.get("scan") else "")
+        + "."
     )
-    numbers = ("train", "prune", "quantise", "measure", "total")
-    head = html.Tr([html.Th("variant"), html.Th("kind")] + [html.Th(k, className="num") for k in numbers])
+    numbers = ("train", "prune", "quantise", "measure", "scan", "total")
+    head = html.Tr(
+        [html.Th("variant"), html.Th("kind")]
+        + [html.Th(k, className="num") for k in numbers]
+        + [html.Th("iterations", className="num"), html.Th("prune epochs", className="num")]
+    )
     body = [
         html.Tr(
             [html.Td(v["name"]), html.Td(v["kind"])]
-            + [html.Td(f"{v[k]:,}", className="num") for k in numbers]
+            + [html.Td(f"{v.get(k, 0):,}", className="num") for k in numbers]
+            + [
+                html.Td("—" if v.get("iterations") is None else str(v["iterations"]), className="num"),
+                html.Td(f"{v.get('prune_epochs', 0):,}" if v.get("iterations") else "—", className="num"),
+            ]
         )
         for v in plan["variants"]
     ]
@@ -400,21 +603,27 @@ def plan_view(plan: dict) -> list:
     grid = html.Div(
         [
             html.Div(f"grid: {n_lr} x {n_wd} points x {seeds} seed{'s' if seeds != 1 else ''}"),
-            html.Div(["lr: ", html.Span(", ".join(f"{v:.3g}" for v in plan["lr_values"]), id="new-plan-lr")]),
-            html.Div(["wd: ", html.Span(", ".join(f"{v:.3g}" for v in plan["wd_values"]), id="new-plan-wd")]),
+            html.Div(
+                ["lr: ", html.Span(", ".join(fmt_hyper(v) for v in plan["lr_values"]), id="new-plan-lr")]
+            ),
+            html.Div(
+                ["wd: ", html.Span(", ".join(fmt_hyper(v) for v in plan["wd_values"]), id="new-plan-wd")]
+            ),
         ],
         className="note",
     )
     return [html.P(sentence, id="new-plan-total"), table, grid]
 
 
-def plan_problem(field_errors: dict[str, str]) -> str:
-    listed = "; ".join(f"{loc}: {msg}" if loc != "_" else msg for loc, msg in field_errors.items())
-    return f"No plan yet: fix the spec first ({listed})."
+def plan_problem(messages: dict[str, str]) -> str:
+    """The preview's line when the spec cannot be planned: each problem by the field's name."""
+    listed = "; ".join(msg if loc == "_" else f"{field_label(loc)}: {msg}" for loc, msg in messages.items())
+    return f"No plan yet: {listed}."
 
 
 def route_errors(field_errors: dict[str, str], error_ids: list[dict]) -> list[str]:
-    """Place each API error under the most specific field the page shows; the rest go to '_'."""
+    """Place each message under the most specific field the page shows; the rest go to '_'. A
+    message placed under a parent field names the part it is about ("variant 2: source: ...")."""
     shown = [e["field"] for e in error_ids]
     placed: dict[str, list[str]] = {f: [] for f in shown}
     for loc, message in field_errors.items():
@@ -422,12 +631,97 @@ def route_errors(field_errors: dict[str, str], error_ids: list[dict]) -> list[st
         target = next(
             (".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in placed), "_"
         )
-        rest = loc[len(target) :].lstrip(".") if target != "_" else ("" if loc == "_" else loc)
-        placed.setdefault(target, []).append(f"{rest}: {message}" if rest else message)
+        if target == loc or loc == "_":
+            text = message
+        elif target == "_":
+            text = f"{field_label(loc)}: {message}"
+        else:  # e.g. "variants.3" shows "source: ..." for variants.3.source
+            text = f"{loc[len(target) :].lstrip('.').replace('_', ' ')}: {message}"
+        placed.setdefault(target, []).append(text)
     return ["; ".join(placed.get(f, [])) for f in shown]
 
 
+def form_errors(detail: Any, variant_ids: list[dict], scan_ids: list[dict]) -> dict[str, str]:
+    """A 422 detail as {field path of this page: plain message}: API positions of variants and
+    scans turned into the rows' own indices (a removed row leaves a gap)."""
+    positions = {
+        "variants": {str(i): str(row["index"]) for i, row in enumerate(variant_ids)},
+        "scans": {str(i): str(row["index"]) for i, row in enumerate(scan_ids)},
+    }
+    errors = {}
+    for loc, message in field_messages(detail).items():
+        parts = loc.split(".")
+        if len(parts) > 1 and parts[0] in positions and parts[1] in positions[parts[0]]:
+            parts[1] = positions[parts[0]][parts[1]]
+        errors[".".join(parts)] = message
+    return errors
+
+
+def visible_cells(kind: Any, retrain: Any) -> dict[str, bool]:
+    """Which cells of a variant row apply to its kind (and the epochs cell to its retrain mode)."""
+    cells = set(CELLS_OF_KIND.get(kind, ()))
+    if kind in PRUNED and retrain in EPOCH_LABELS:
+        cells.add("epochs")
+    return {key: key in cells for key in VARIANT_CELLS}
+
+
+def source_choices(names: Sequence[Any], kinds: Sequence[Any]) -> list[str]:
+    """What a quantised variant may compress: the form's variants that are not quantised."""
+    return [
+        str(n).strip()
+        for n, k in zip(names, kinds, strict=True)
+        if k not in QUANTISED and str(n or "").strip()
+    ]
+
+
 def register(app: Dash, client_factory) -> None:
+    @app.callback(
+        Output("new-catalog", "data"),
+        Output("new-model", "options"),
+        Output("new-dataset", "options"),
+        Input(TOKEN_STORE, "data"),
+    )
+    async def load_catalog(token):
+        try:
+            catalog = await client_factory(token).catalog()
+        except ApiError:
+            raise PreventUpdate from None  # the form keeps its one default; the plan says why
+        models = [
+            {"label": m["name"], "value": m["name"], "title": m["description"]}
+            for m in catalog.get("models") or []
+        ]
+        datasets = [
+            {"label": d["name"], "value": d["name"], "title": d["layout"]}
+            for d in catalog.get("datasets") or []
+        ]
+        return catalog, models, datasets
+
+    @app.callback(
+        Output("new-dataset-path", "style"),
+        Output("new-dataset-note", "children"),
+        Input("new-dataset", "value"),
+        Input("new-catalog", "data"),
+    )
+    def show_dataset_path(name, catalog):
+        info = next((d for d in (catalog or {}).get("datasets") or [] if d["name"] == name), None)
+        if info is None or not info.get("needs_path"):
+            return {"display": "none"}, (info or {}).get("layout") and f"{name}: built in, no files needed."
+        return None, f"Files on the server: {info['layout']}"
+
+    @app.callback(
+        Output("new-model-note", "children"),
+        Input("new-model", "value"),
+        Input("new-catalog", "data"),
+    )
+    def show_model_note(name, catalog):
+        info = next((m for m in (catalog or {}).get("models") or [] if m["name"] == name), None)
+        if info is None:
+            return None
+        text = f"{info['description']} (input {'x'.join(map(str, info['input_shape']))})"
+        if not info.get("structured_pruning"):
+            text += f"; structured pruning not offered: {info.get('no_structured_pruning')}"
+        return text
+
     @app.callback(
         Output("new-variants", "children"),
         Input("new-add-variant", "n_clicks"),
@@ -441,74 +735,132 @@ def register(app: Dash, client_factory) -> None:
         if trigger == "new-add-variant":
             used = [row["props"]["id"]["index"] for row in rows]
             index = max(used, default=-1) + 1
-            return rows + [
-                variant_row(
-                    index, {"name": f"v{index}", "kind": "structured", "method": "uniform", "ratio": 0.5}
-                )
-            ]
+            return rows + [variant_row(index, {**NEW_VARIANT, "name": f"v{index}"})]
         if isinstance(trigger, dict) and trigger.get("type") == "v-remove":
             if not ctx.triggered[0]["value"]:
                 raise PreventUpdate
             return [row for row in rows if row["props"]["id"]["index"] != trigger["index"]]
         raise PreventUpdate
 
-    form_states = [State(component, "value") for component in FORM_FIELDS.values()]
-    variant_states = [State({"type": t, "index": ALL}, "value") for t in VARIANT_FIELDS]
+    @app.callback(
+        Output("new-scans", "children"),
+        Input("new-add-scan", "n_clicks"),
+        Input({"type": "s-remove", "index": ALL}, "n_clicks"),
+        State("new-scans", "children"),
+        prevent_initial_call=True,
+    )
+    def edit_scans(_add, _removes, rows):
+        trigger = ctx.triggered_id
+        rows = rows or []
+        if trigger == "new-add-scan":
+            used = [row["props"]["id"]["index"] for row in rows]
+            return rows + [scan_row(max(used, default=-1) + 1, {})]
+        if isinstance(trigger, dict) and trigger.get("type") == "s-remove":
+            if not ctx.triggered[0]["value"]:
+                raise PreventUpdate
+            return [row for row in rows if row["props"]["id"]["index"] != trigger["index"]]
+        raise PreventUpdate
+
+    cell_outputs = [Output({"type": f"v-cell-{key}", "index": MATCH}, "style") for key in VARIANT_CELLS]
+
+    @app.callback(
+        *cell_outputs,
+        Output({"type": "v-label-ratio", "index": MATCH}, "children"),
+        Output({"type": "v-label-method", "index": MATCH}, "children"),
+        Output({"type": "v-label-epochs", "index": MATCH}, "children"),
+        Output({"type": "v-method", "index": MATCH}, "options"),
+        Output({"type": "v-method", "index": MATCH}, "value"),
+        Input({"type": "v-kind", "index": MATCH}, "value"),
+        Input({"type": "v-retrain", "index": MATCH}, "value"),
+        State({"type": "v-method", "index": MATCH}, "value"),
+    )
+    def show_variant_fields(kind, retrain, method):
+        """Only the fields of the row's kind (and of its retrain mode) are shown."""
+        shown = visible_cells(kind, retrain)
+        methods = METHODS.get(kind, [])
+        return (
+            *[None if shown[key] else {"display": "none"} for key in VARIANT_CELLS],
+            RATIO_LABELS.get(kind, ""),
+            METHOD_LABELS.get(kind, "method"),
+            EPOCH_LABELS.get(retrain, "epochs"),
+            methods,
+            method if method in methods else (methods[0] if methods else None),
+        )
+
+    @app.callback(
+        Output({"type": "v-source", "index": ALL}, "options"),
+        Output({"type": "v-source", "index": ALL}, "value"),
+        Input({"type": "v-name", "index": ALL}, "value"),
+        Input({"type": "v-kind", "index": ALL}, "value"),
+        State({"type": "v-source", "index": ALL}, "value"),
+    )
+    def source_options(names, kinds, sources):
+        """A quantised variant's source is picked from the study's own (not quantised) variants."""
+        choices = source_choices(names, kinds)
+        values = [
+            (s if s in choices else (choices[0] if choices else None)) if k in QUANTISED else s
+            for s, k in zip(sources, kinds, strict=True)
+        ]
+        return [choices] * len(names), values
+
+    form_inputs = [Input(component, "value") for component in FORM_FIELDS.values()]
+    variant_inputs = [Input({"type": t, "index": ALL}, "value") for t in VARIANT_FIELDS]
+    scan_inputs = [Input({"type": t, "index": ALL}, "value") for t in SCAN_FIELDS]
 
     @app.callback(
         Output("new-plan", "children"),
-        *[Input(component, "value") for component in FORM_FIELDS.values()],
-        *[Input({"type": t, "index": ALL}, "value") for t in VARIANT_FIELDS],
-        State(TOKEN_STORE, "data"),
-    )
-    async def show_plan(*values):
-        *values, token = values
-        form, columns = values[: len(FORM_FIELDS)], values[len(FORM_FIELDS) :]
-        spec = spec_from_form(form, columns)
-        spec["name"] = spec["name"] or "preview"  # a name is needed to submit, not to plan
-        try:
-            plan = await client_factory(token).plan_study(spec)
-        except ApiError as exc:
-            if exc.status == 422:
-                return html.P(plan_problem(exc.field_errors()), className="muted")
-            return read_refusal(exc.status, exc.detail) or html.P(f"No plan: {exc}", className="muted")
-        return plan_view(plan)
-
-    @app.callback(
         Output({"type": "err", "field": ALL}, "children"),
         Output("url", "pathname", allow_duplicate=True),
         Input("new-submit", "n_clicks"),
-        *form_states,
-        *variant_states,
+        *form_inputs,
+        *variant_inputs,
+        *scan_inputs,
         State({"type": "v-row", "index": ALL}, "id"),
+        State({"type": "s-row", "index": ALL}, "id"),
         State({"type": "err", "field": ALL}, "id"),
         State(TOKEN_STORE, "data"),
-        prevent_initial_call=True,
+        prevent_initial_call="initial_duplicate",
     )
-    async def submit(n_clicks, *values):
-        if not n_clicks:
-            raise PreventUpdate
-        n_form, n_variant = len(FORM_FIELDS), len(VARIANT_FIELDS)
-        form, columns = values[:n_form], values[n_form : n_form + n_variant]
-        v_ids, error_ids, token = values[n_form + n_variant :]
-        # API errors name variants by their position in the list; the rows carry their own index.
-        positions = {str(i): str(row_id["index"]) for i, row_id in enumerate(v_ids)}
+    async def plan_or_submit(n_clicks, *values):
+        """As the form changes: the API's dry run and every problem next to its field. On "Create
+        study": the same spec, stored."""
+        n_form, n_variant, n_scan = len(FORM_FIELDS), len(VARIANT_FIELDS), len(SCAN_FIELDS)
+        form = values[:n_form]
+        variant_columns = values[n_form : n_form + n_variant]
+        scan_columns = values[n_form + n_variant : n_form + n_variant + n_scan]
+        v_ids, s_ids, error_ids, token = values[n_form + n_variant + n_scan :]
+        spec = spec_from_form(form, variant_columns, scan_columns)
+        client = client_factory(token)
+        if ctx.triggered_id == "new-submit" and n_clicks:
+            try:
+                study = await client.create_study(spec)
+            except ApiError as exc:
+                refused = refused_message(exc)
+                if refused is not None:
+                    return no_update, [refused if e["field"] == "_" else "" for e in error_ids], no_update
+                errors = form_errors(exc.detail, v_ids, s_ids) if exc.status == 422 else {"_": str(exc)}
+                return no_update, route_errors(errors, error_ids), no_update
+            return no_update, ["" for _ in error_ids], f"/studies/{study['id']}"
+        # the live preview: a name is needed to submit, not to plan; say it is missing, by the field
+        missing_name = not spec["name"]
+        spec["name"] = spec["name"] or "preview"
+        name_errors = {"name": NAME_NEEDED} if missing_name else {}
         try:
-            study = await client_factory(token).create_study(spec_from_form(form, columns))
+            plan = await client.plan_study(spec)
         except ApiError as exc:
-            refused = refused_message(exc)
-            if refused is not None:
-                return [refused if e["field"] == "_" else "" for e in error_ids], no_update
-            errors = {}
-            for loc, message in exc.field_errors().items():
-                parts = loc.split(".")
-                if len(parts) > 1 and parts[0] == "variants" and parts[1] in positions:
-                    parts[1] = positions[parts[1]]
-                errors[".".join(parts)] = message
-            if exc.status != 422:
-                errors = {"_": f"{exc.status}: {exc.detail}"}
-            return route_errors(errors, error_ids), no_update
-        return ["" for _ in error_ids], f"/studies/{study['id']}"
+            if exc.status == 422:
+                errors = {**name_errors, **form_errors(exc.detail, v_ids, s_ids)}
+                return (
+                    html.P(plan_problem(errors), className="muted"),
+                    route_errors(errors, error_ids),
+                    no_update,
+                )
+            problem = read_refusal(exc.status, exc.detail) or html.P(f"No plan: {exc}", className="muted")
+            return problem, route_errors(name_errors, error_ids), no_update
+        view = plan_view(plan)
+        if missing_name:
+            view.insert(0, html.P(f"Name missing: {NAME_NEEDED}.", className="error", id="new-plan-name"))
+        return view, route_errors(name_errors, error_ids), no_update
 
     @app.callback(
         Output("import-result", "children"),
@@ -531,6 +883,6 @@ def register(app: Dash, client_factory) -> None:
             refused = refused_message(exc)
             if refused is not None:
                 return ["Not imported. ", *refused], no_update
-            messages = exc.field_errors()
+            messages = field_messages(exc.detail)
             return "Import failed: " + "; ".join(messages.values()), no_update
         return "", f"/studies/{study['id']}"

@@ -1,25 +1,31 @@
-"""`/`: every study with model, dataset, variants, status, progress and best accuracy per variant."""
+"""`/`: every study with model, dataset, variants, status, progress by state and best accuracy per
+variant. Filtered, sorted and paged by the API (GET /studies: `q`, `status`, `sort`, `limit`,
+`offset`), so every study is reachable however many there are, and "oldest" means oldest of all."""
 
 from __future__ import annotations
 
 import asyncio
 
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
 
+from backend.run_states import STUDY_STATUSES
 from frontend.api_client import ApiError
-from frontend.pages.components import fmt, progress_bar, status_badge
+from frontend.pages.components import fmt, run_progress, status_badge
+from frontend.pages.messages import error_text
 from frontend.pages.study_record import study_summary
 from frontend.pages.token import STORE_ID as TOKEN_STORE
 from frontend.pages.token import read_refusal
 
-MAX_BEST_LOOKUPS = 50
+PAGE_SIZE = 25
+# The list's sorts, each one the API's (GET /studies?sort=...).
 SORTS = {
-    "newest": ("created_at", True),
-    "oldest": ("created_at", False),
-    "name": ("name", False),
-    "progress": ("fraction", True),
-    "best": ("best_overall", True),
+    "newest": "-created_at",
+    "oldest": "created_at",
+    "name A–Z": "name",
+    "name Z–A": "-name",
 }
+FILTER_MAX = 200  # characters the API takes in `q`
 
 
 def layout() -> html.Div:
@@ -35,17 +41,17 @@ def layout() -> html.Div:
                         id="studies-filter",
                         type="search",
                         placeholder="filter by name, model, dataset, variant, creator",
-                        debounce=False,
+                        debounce=0.4,  # seconds after the last keystroke: one request, not one per key
+                        maxLength=FILTER_MAX,
                         style={"width": "360px", "padding": "4px 8px"},
                     ),
                     dcc.Dropdown(
                         id="studies-status",
-                        options=["running", "pending", "done", "failed", "cancelled"],
+                        options=list(STUDY_STATUSES),  # the badges' words
                         placeholder="any status",
-                        multi=True,
-                        style={"width": "280px"},
+                        style={"width": "180px"},
                     ),
-                    html.Label("sort"),
+                    html.Label("sort", htmlFor="studies-sort"),
                     dcc.Dropdown(
                         id="studies-sort",
                         options=[{"label": k, "value": k} for k in SORTS],
@@ -58,38 +64,35 @@ def layout() -> html.Div:
             ),
             dcc.Interval(id="studies-poll", interval=5000),
             dcc.Store(id="studies-data"),
-            html.Div(id="studies-table", className="panel"),
+            dcc.Store(id="studies-offset", data=0),
+            html.Div(html.P("Loading…", className="muted"), id="studies-table", className="panel"),
+            html.Div(
+                [
+                    html.Button("‹ previous", id="studies-prev", className="small", disabled=True),
+                    html.Span(id="studies-count", className="muted"),
+                    html.Button("next ›", id="studies-next", className="small", disabled=True),
+                ],
+                className="pager",
+                id="studies-pager",
+            ),
         ]
     )
 
 
-def _matches(summary: dict, text: str) -> bool:
-    haystack = " ".join(
-        str(x)
-        for x in (
-            summary["name"],
-            summary["model"],
-            summary["dataset"],
-            summary["created_by"],
-            *summary["variants"],
-        )
-    ).lower()
-    return all(word in haystack for word in text.lower().split())
+def count_text(offset: int, shown: int, total: int) -> str:
+    """ "Studies 26–50 of 52 · page 2 of 3"."""
+    if not total:
+        return "no studies"
+    pages = -(-total // PAGE_SIZE)
+    return (
+        f"studies {offset + 1:,}–{offset + shown:,} of {total:,} · page {offset // PAGE_SIZE + 1} of {pages}"
+    )
 
 
-def render_table(studies: list[dict], text: str | None, statuses: list[str] | None, sort: str) -> html.Div:
+def render_table(studies: list[dict], filtered: bool) -> html.Div | html.Table:
     rows = [study_summary(s) for s in studies]
-    if text:
-        rows = [r for r in rows if _matches(r, text)]
-    if statuses:
-        rows = [r for r in rows if r["status"] in statuses]
-    for r in rows:
-        r["fraction"] = r["done"] / r["planned"] if r["planned"] else 0.0
-        r["best_overall"] = max((v for v in r["best"].values() if isinstance(v, int | float)), default=-1.0)
-    key, reverse = SORTS.get(sort or "newest", SORTS["newest"])
-    rows.sort(key=lambda r: (r[key] is None, r[key] if r[key] is not None else 0), reverse=reverse)
     if not rows:
-        return html.P("No study matches." if studies else "No studies yet. Start one or import a CSV.")
+        return html.P("No study matches." if filtered else "No studies yet. Start one or import a CSV.")
     header = html.Tr(
         [
             html.Th(h)
@@ -98,7 +101,7 @@ def render_table(studies: list[dict], text: str | None, statuses: list[str] | No
         + [html.Th("created by")]
     )
     body = []
-    for r in rows:
+    for study, r in zip(studies, rows, strict=True):
         best = [
             html.Span(
                 [html.B(name), f" {fmt(r['best'].get(name))}"],
@@ -115,7 +118,7 @@ def render_table(studies: list[dict], text: str | None, statuses: list[str] | No
                     html.Td(r["dataset"] or "—"),
                     html.Td(", ".join(map(str, r["variants"]))),
                     html.Td(status_badge(r["status"])),
-                    html.Td(progress_bar(r["done"], r["planned"]), style={"minWidth": "200px"}),
+                    html.Td(run_progress(study["progress"]), style={"minWidth": "220px"}),
                     html.Td(best or "—"),
                     html.Td(r["created_by"]),
                 ],
@@ -125,37 +128,87 @@ def render_table(studies: list[dict], text: str | None, statuses: list[str] | No
     return html.Table([html.Thead(header), html.Tbody(body)], className="plain", id="studies-list")
 
 
+def next_offset(trigger: str | None, offset: int, total: int) -> int:
+    """The list's offset after a pager click; a new filter, status or sort starts at the first page."""
+    if trigger == "studies-next":
+        return offset + PAGE_SIZE if offset + PAGE_SIZE < total else offset
+    if trigger == "studies-prev":
+        return max(0, offset - PAGE_SIZE)
+    return 0
+
+
 def register(app: Dash, client_factory) -> None:
     @app.callback(
-        Output("studies-data", "data"), Input("studies-poll", "n_intervals"), Input(TOKEN_STORE, "data")
+        Output("studies-offset", "data"),
+        Input("studies-prev", "n_clicks"),
+        Input("studies-next", "n_clicks"),
+        Input("studies-filter", "value"),
+        Input("studies-status", "value"),
+        Input("studies-sort", "value"),
+        State("studies-offset", "data"),
+        State("studies-data", "data"),
+        prevent_initial_call=True,
     )
-    async def load_studies(_n, token):
+    def move(_prev, _next, _text, _status, _sort, offset, data):
+        total = int((data or {}).get("total") or 0)
+        return next_offset(ctx.triggered_id, int(offset or 0), total)
+
+    @app.callback(
+        Output("studies-data", "data"),
+        Input("studies-poll", "n_intervals"),
+        Input(TOKEN_STORE, "data"),
+        Input("studies-offset", "data"),
+        Input("studies-filter", "value"),
+        Input("studies-status", "value"),
+        Input("studies-sort", "value"),
+    )
+    async def load_studies(_n, token, offset, text, status, sort):
         client = client_factory(token)
+        offset = max(0, int(offset or 0))
         try:
-            studies = await client.list_studies()
+            page = await client.studies_page(
+                limit=PAGE_SIZE,
+                offset=offset,
+                sort=SORTS.get(sort or "newest", SORTS["newest"]),
+                status=status if status in STUDY_STATUSES else None,
+                q=(text or "").strip()[:FILTER_MAX] or None,
+            )
         except ApiError as exc:
-            return {"error": str(exc), "status": exc.status, "detail": str(exc.detail)}
+            return {"error": error_text(exc.detail), "status": exc.status, "detail": str(exc.detail)}
+        studies = page.get("items") or []
         # The list has no accuracies; /compare has each variant's best (only studies with results).
-        with_results = [s for s in studies[:MAX_BEST_LOOKUPS] if (s.get("progress") or {}).get("succeeded")]
+        with_results = [s for s in studies if (s.get("progress") or {}).get("succeeded")]
         answers = await asyncio.gather(
             *(client.compare(s["id"]) for s in with_results), return_exceptions=True
         )
         for s, answer in zip(with_results, answers, strict=True):
             if isinstance(answer, dict):
                 s["best"] = {row["name"]: row.get("best_top1") for row in answer.get("variants", [])}
-        return {"studies": studies}
+        return {
+            "studies": studies,
+            "total": int(page.get("total") or 0),
+            "offset": offset,
+            "filtered": bool(text or status),
+        }
 
     @app.callback(
         Output("studies-table", "children"),
+        Output("studies-count", "children"),
+        Output("studies-prev", "disabled"),
+        Output("studies-next", "disabled"),
         Input("studies-data", "data"),
-        Input("studies-filter", "value"),
-        Input("studies-status", "value"),
-        Input("studies-sort", "value"),
     )
-    def show_studies(data, text, statuses, sort):
+    def show_studies(data):
         if not data:
-            return html.P("Loading…", className="muted")
+            raise PreventUpdate
         if "error" in data:
             refused = read_refusal(data.get("status"), data.get("detail"))
-            return refused or html.P(f"Could not load studies: {data['error']}", className="error")
-        return render_table(data["studies"], text, statuses, sort)
+            message = refused or html.P(f"Could not load studies: {data['error']}", className="error")
+            return message, "", True, True
+        offset, total, studies = data["offset"], data["total"], data["studies"]
+        return (
+            render_table(studies, data.get("filtered", False)),
+            count_text(offset, len(studies), total),
+            offset == 0,
+            offset + PAGE_SIZE >= total,
+        )

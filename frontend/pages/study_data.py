@@ -16,7 +16,7 @@ from backend.run_states import ACTIVE
 from frontend.api_client import ApiClient, ApiError
 from frontend.figures import record as rec
 from frontend.figures.common import finite
-from frontend.pages.components import fmt, fmt_p, fmt_sig
+from frontend.pages.components import fmt, fmt_hyper, fmt_p, fmt_sig
 
 LABELS = {
     "variant": "variant",
@@ -40,8 +40,10 @@ LABELS = {
 }
 
 
-async def load_extras(client: ApiClient, study_id: Any, study: dict) -> dict:
-    """/compare, /variants and the measure runs' states; an endpoint that fails leaves its part empty."""
+async def load_extras(client: ApiClient, study_id: Any, study: dict, metric: str = "top1") -> dict:
+    """/compare, /variants, the measure runs' states and every variant's grid points with their
+    states (/landscape: the points without a result too); an endpoint that fails leaves its part
+    empty."""
 
     async def safe(coroutine):
         try:
@@ -49,10 +51,12 @@ async def load_extras(client: ApiClient, study_id: Any, study: dict) -> dict:
         except ApiError as exc:
             return {"error": str(exc.detail)}
 
-    compare, variants, measure = await asyncio.gather(
+    names = [str(name) for name in study.get("variants") or []]
+    compare, variants, measure, *landscapes = await asyncio.gather(
         safe(client.compare(study_id)),
         safe(client.variants(study_id)),
         safe(client.list_runs(study_id, kind="measure", limit=1000)),
+        *(safe(client.landscape(study_id, name, metric)) for name in names),
     )
     return {
         "compare": compare or {},
@@ -61,7 +65,19 @@ async def load_extras(client: ApiClient, study_id: Any, study: dict) -> dict:
             {"variant": run.get("variant"), "status": run.get("status")}
             for run in (measure or {}).get("items", [])
         ],
+        "landscapes": {
+            name: [
+                {key: point[key] for key in ("x", "y", "lr", "wd", "status", "grid_i", "grid_j")}
+                for point in (body or {}).get("points") or []
+            ]
+            for name, body in zip(names, landscapes, strict=True)
+        },
     }
+
+
+def grid_points(data: dict) -> dict[str, list[dict]]:
+    """Variant -> its grid points from /landscape (x, y, lr, wd, status), {} before they are read."""
+    return (data.get("extras") or {}).get("landscapes") or {}
 
 
 # --- the study's summary and the notes of panels without data ------------------------------------
@@ -118,13 +134,26 @@ def measurements_note(data: dict, rows: list[dict]) -> tuple[str, bool]:
 
 
 def risk_note(analysis: dict) -> str:
-    """Why there are no risk boxes yet ('' when there are)."""
+    """Why there are no risk boxes yet ('' when there are): the analysis' own reason when it could
+    not be made (no finished run yet, a metric the results do not hold), else what the base lacks."""
     for row in risk_series(analysis):
         if any(finite(v) for v in row["values"]):
             return ""
     if "unavailable" in analysis:
-        return "No performance risk yet: it needs finished runs of the base model."
-    return "No performance risk yet: it needs the base model's 0.5-ROI (finished runs around its best point)."
+        return f"No performance risk: {analysis['unavailable']}"
+    base = rec.variant_names(analysis)[:1]
+    reason = ((rec.result(analysis, base[0]).get("risk") or {}).get("reason") if base else None) or (
+        "it needs the base model's 0.5-ROI (finished runs around its best point)"
+    )
+    return f"No performance risk yet: {str(reason).rstrip('.')}."
+
+
+# What the risk section's symbols mean (docs/spec.md section 5), shown where they appear.
+RISK_DEFINITIONS = (
+    "d = f*(v) − f(v, θ): the accuracy a variant v loses at a point θ of the base model's 0.5-ROI "
+    "(the grid points within 0.5 pp of the base's best), against v's own best f*(v) — what not "
+    "retuning costs; d/f* is that loss relative to f* (in %); pp = percentage points of accuracy."
+)
 
 
 # --- colour scale ------------------------------------------------------------------------------
@@ -494,7 +523,7 @@ def extension_text(analysis: dict) -> tuple[str, bool]:
             False,
         )
     parts = [
-        f"{SIDE_WORDS.get((s.get('axis'), s.get('side')), s.get('axis'))} at {fmt(s.get('value'), 6)}"
+        f"{SIDE_WORDS.get((s.get('axis'), s.get('side')), s.get('axis'))} at {fmt_hyper(s.get('value'))}"
         for s in sides
     ]
     return (
@@ -516,8 +545,46 @@ def extension_panel(data: dict) -> tuple[list, bool]:
     return [html.P(text)], possible
 
 
-def extension_added(answer: dict) -> str:
+def extension_question(data: dict) -> str:
+    """The confirm dialog's question before extending: which rows / columns at which values, and
+    how many grid points each variant gains."""
+    proposal = extension_proposal(data.get("analysis") or {})
+    sides = proposal.get("sides") or []
+    study = data.get("study") or {}
+    parts = [
+        f"{SIDE_WORDS.get((s.get('axis'), s.get('side')), s.get('axis'))} at {fmt_hyper(s.get('value'))}"
+        for s in sides
+    ]
+    variants = len(study.get("variants") or [])
     return (
-        f"{answer.get('added_points', 0)} grid points, {answer.get('added_runs', 0)} runs planned; "
-        f"lr range {answer.get('lr_range')}, wd range {answer.get('wd_range')}"
+        f"Extend study '{study.get('name')}' (id {study.get('id')})? Add " + "; ".join(parts) + ": "
+        f"{proposal.get('n_points', '?')} new grid points for each of its {variants} variants, trained "
+        "and measured like the rest."
     )
+
+
+def _added(values: list[float], new_range: list[int], old_range: list[int] | None) -> list[float]:
+    """The values of an axis at the indices an extension added (outside the old range)."""
+    low, _high = new_range
+    if not old_range:
+        return []
+    return [v for k, v in enumerate(values) if not old_range[0] <= low + k <= old_range[1]]
+
+
+def extension_added(answer: dict, old_grid: dict | None = None) -> str:
+    """POST /extend's ExtendOut in a sentence: the runs added and the learning rates / weight
+    decays of the new grid points (values, not grid indices)."""
+    old_grid = old_grid or {}
+    new_lr = _added(answer.get("lr_values") or [], answer.get("lr_range") or [0, 0], old_grid.get("lr_range"))
+    new_wd = _added(answer.get("wd_values") or [], answer.get("wd_range") or [0, 0], old_grid.get("wd_range"))
+    text = f"Added {answer.get('added_runs', 0):,} runs at {answer.get('added_points', 0):,} new grid points"
+    parts = []
+    if new_lr:
+        parts.append(
+            "learning rates " + ", ".join(fmt_hyper(v) for v in new_lr) + " (with every weight decay)"
+        )
+    if new_wd:
+        parts.append(
+            "weight decays " + ", ".join(fmt_hyper(v) for v in new_wd) + " (with every learning rate)"
+        )
+    return text + (": " + "; ".join(parts) if parts else "") + "."

@@ -17,6 +17,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from frontend.api_client import ApiError
+from frontend.pages.messages import error_text
 
 STORE_ID = "api-token"
 TOKEN_COMMAND = "prunescape token create NAME"
@@ -100,12 +101,25 @@ def refusal(prefix: str, exc: ApiError) -> html.Span:
     refused = refused_message(exc)
     if refused is not None:
         return html.Span([f"{prefix}. ", *refused], className="error")
-    errors = exc.field_errors()
-    reason = "; ".join(msg if loc == "_" else f"{loc}: {msg}" for loc, msg in errors.items())
-    return html.Span(f"{prefix}: {reason}", className="error")
+    return html.Span(f"{prefix}: {error_text(exc.detail)}", className="error")
 
 
-def register(app: Dash) -> None:
+AUTH_WORDS = {
+    "off": "auth off: no token needed",
+    "writes": "no token: reads only",
+    "all": "no token: this server needs one to read",
+}
+
+
+def token_status(token: Any, mode: str | None) -> str:
+    """What the top bar says: whether a token is set, and without one, what the server's auth mode
+    (GET /auth) lets this browser do; an unknown mode says only that no token is set."""
+    if token:
+        return "token set" + (" (auth off: not needed)" if mode == "off" else "")
+    return AUTH_WORDS.get(mode or "", "no token")
+
+
+def register(app: Dash, client_factory=None) -> None:
     @app.callback(
         Output(STORE_ID, "data"),
         Output("token-input", "value"),
@@ -131,5 +145,11 @@ def register(app: Dash) -> None:
         Input(STORE_ID, "modified_timestamp"),
         State(STORE_ID, "data"),
     )
-    def show_status(_modified, token):
-        return "token set" if token else "no token: reads only"
+    async def show_status(_modified, token):
+        mode = None
+        if client_factory is not None:
+            try:
+                mode = (await client_factory(None).auth_mode()).get("mode")
+            except ApiError:
+                mode = None  # an API that cannot say: claim nothing about it
+        return token_status(token, mode)

@@ -130,7 +130,78 @@ def test_landscape_without_results_says_so(record):
     del record["results"]["u50"]
     fig = landscape_figure(record, "u50")
     assert not fig.data
-    assert "no finished runs" in fig.layout.annotations[0].text
+    assert "waiting for the first results" in fig.layout.annotations[0].text
+    # with the grid's points from GET /landscape: the grid drawn, every point waiting, and the words
+    grid_points = [
+        {"x": x, "y": y, "lr": 10**y, "wd": 10**x, "status": "running"} for x in (-4.4, -4.0) for y in (-1.0,)
+    ]
+    fig = landscape_figure(record, "u50", grid_points=grid_points)
+    waiting = _by_name(fig, "no result yet")
+    assert list(waiting.x) == [-4.4, -4.0] and waiting.marker.symbol == "square-open"
+    assert "waiting for the first results" in fig.layout.annotations[0].text
+
+
+def test_grid_points_without_a_result_are_drawn_as_the_legend_says(record):
+    """Failed and cancelled grid points (GET /landscape) are drawn, crossed out; waiting ones as
+    grey squares; a point the record scored is never drawn twice."""
+    grid_points = [
+        {"x": -4.4, "y": -1.4, "lr": 0.0398, "wd": 3.98e-5, "status": "finished"},
+        {"x": -4.0, "y": -0.2, "lr": 0.631, "wd": 1e-4, "status": "failed"},
+        {"x": -3.6, "y": -0.2, "lr": 0.631, "wd": 2.51e-4, "status": "cancelled"},
+        {"x": -4.4, "y": -0.2, "lr": 0.631, "wd": 3.98e-5, "status": "running"},
+    ]
+    fig = landscape_figure(record, "base", grid_points=grid_points)
+    ended = _by_name(fig, "failed or cancelled")
+    assert list(zip(ended.x, ended.y, strict=True)) == [(-4.0, -0.2), (-3.6, -0.2)]
+    assert [row[3] for row in ended.customdata] == ["failed", "cancelled"]
+    assert ended.marker.symbol == "square-x-open" != _by_name(fig, "no result yet").marker.symbol
+    assert list(_by_name(fig, "no result yet").x) == [-4.4]
+    assert "lr 0.631" not in ended.hovertemplate and ended.customdata[0][1] == "0.631"
+    # hovers carry lr / wd as text, the one format of every page
+    runs = _by_name(fig, "runs")
+    assert {row[2] for row in runs.customdata} == {"3.98e-05", "0.0001", "0.000251"}
+
+
+def test_every_landscape_of_a_study_shares_one_pair_of_axes(record):
+    # u50's 1.0-ROI ellipse is long: alone it would stretch its own panel; shared, both line up
+    record["results"]["u50"]["ellipse"]["1.0"].update(length=3.0, width=0.4)
+    figs = landscape_figures(record)
+    ranges = {(tuple(f.layout.xaxis.range), tuple(f.layout.yaxis.range)) for f in figs.values()}
+    assert len(ranges) == 1
+    ((x_range, y_range),) = ranges
+    # the grid is inside, and an ellipse stretches the view by at most one grid width (0.8) a side
+    assert x_range[0] < -4.4 and x_range[1] > -3.6 and y_range[0] < -1.4 and y_range[1] > -0.6
+    widest = 0.8 + 0.8 + 0.8  # the grid and one grid width each side, then padded by 6 %
+    assert x_range[0] >= -4.4 - 0.8 - 0.06 * widest - 1e-9 and x_range[1] <= -3.6 + 0.8 + 0.06 * widest + 1e-9
+
+
+def test_a_degenerate_ellipse_is_a_marked_segment_inside_the_grid(record):
+    from frontend.figures import record as rec
+
+    record["results"]["u50"]["ellipse"]["1.0"].update(length=40.0, width=0.0, angle_deg=30.0)
+    fig = landscape_figure(record, "u50", axis_ranges=rec.study_axis_ranges(record))
+    segment = _by_name(fig, "1.0-ROI ellipse (width 0: a segment)")
+    assert segment.mode == "lines+markers" and len(segment.x) == 2
+    assert all(-4.4 - 1e-9 <= x <= -3.6 + 1e-9 for x in segment.x)
+    assert all(-1.4 - 1e-9 <= y <= -0.6 + 1e-9 for y in segment.y)
+    assert rec.degenerate_notes(record, "u50") == [
+        "The 1.0-ROI ellipse has width 0 (its 7 points lie on a line): drawn as a marked segment along that "
+        "line, clipped to the grid."
+    ]
+    assert rec.degenerate_notes(record, "base") == []
+    # the 40-unit line does not widen the shared view
+    x_range, _ = rec.study_axis_ranges(record)
+    assert x_range[1] - x_range[0] < 1.0
+
+
+def test_a_per_variant_colour_scale_spans_the_variants_own_values(record):
+    from frontend.figures import record as rec
+
+    low, high = rec.variant_colour_range(record, "u50")
+    values = [p["value"] for p in rec.landscape_points(record, "u50") if p["value"] is not None]
+    assert (low, high) == (min(values), max(values))
+    contour = next(t for t in landscape_figure(record, "u50", zrange=(low, high)).data if t.type == "contour")
+    assert (contour.zmin, contour.zmax) == (low, high)
 
 
 def test_ellipse_outline_rotates():

@@ -132,7 +132,15 @@ def test_risk_note_only_without_risk_values():
     assert sd.risk_note(with_values) == ""
     without = {"variants": ["base"], "results": {"base": {"risk": {"values": []}}}}
     assert "0.5-ROI" in sd.risk_note(without)
-    assert "finished runs" in sd.risk_note({"variants": [], "results": {}, "unavailable": "no runs"})
+    # the analysis' own reason, not a guess (an import without top-5 has finished base runs)
+    no_top5 = {"variants": [], "results": {}, "unavailable": "metric: the results hold no top5 values."}
+    assert sd.risk_note(no_top5) == "No performance risk: metric: the results hold no top5 values."
+    assert "finished runs" not in sd.risk_note(no_top5)
+    reason = {
+        "variants": ["base"],
+        "results": {"base": {"risk": {"values": [], "reason": "no 0.5-ROI yet."}}},
+    }
+    assert sd.risk_note(reason) == "No performance risk yet: no 0.5-ROI yet."
 
 
 def test_best_top1_per_variant_from_compare():
@@ -176,7 +184,10 @@ def test_plan_preview_shows_counts_per_variant_and_the_grid():
         "0",
         "9",
         "1",
+        "0",  # scan
         "10",
+        "—",  # iterations: not a pruned variant
+        "—",
     ]
     assert str(grid.children[0].children) == "grid: 3 x 3 points x 1 seed"
     assert grid.children[1].children[1].children == "0.0398, 0.1, 0.251"
@@ -280,7 +291,7 @@ def test_write_answers_and_refusals_in_words():
         409, "run 7 is succeeded; only failed or cancelled runs can be retried", "/runs/7/retry"
     )
     assert refusal("Not retried", conflict).children == (
-        "Not retried: run 7 is succeeded; only failed or cancelled runs can be retried"
+        "Not retried: run 7 is succeeded; only failed or cancelled runs can be retried."
     )
     assert conflict.stale_page() and not ApiError(401, "x", "/").stale_page()
     unauthorised = refusal("Not cancelled", ApiError(401, "missing token", "/studies/1/cancel"))
@@ -352,7 +363,7 @@ def test_the_standalone_dashboard_checks_hosts_and_sends_the_security_headers():
 def test_someone_elses_study_is_refused_with_the_apis_reason_not_as_a_bad_token():
     owner = "study 3 belongs to alice; its creator or an admin token can cancel, extend or delete it"
     refused = refusal("Not deleted", ApiError(403, owner, "/studies/3"))
-    assert refused.children == f"Not deleted: {owner}"
+    assert refused.children == f"Not deleted: {owner}."
     rejected = refusal("Not deleted", ApiError(403, "unknown or revoked token", "/studies/3"))
     assert "Token rejected" in rejected.children[1]
 
