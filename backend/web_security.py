@@ -12,9 +12,9 @@ request arrived on (an IP literal the client connected to: no name to rebind) is
 Headers (MLflow's and Jupyter Server's set): a Content-Security-Policy that allows only this
 server's own scripts plus the inline scripts it knows (Dash's renderer start-up line, by hash),
 `frame-ancestors 'none'` and X-Frame-Options DENY (no clickjacking), nosniff, no Referer. The
-docs pages (/docs, /redoc) are FastAPI's fixed templates loading Swagger UI / ReDoc from this
-server (`backend.api.docs_pages`): their policy adds only the template's own inline script, by
-its hash, and blob: workers for ReDoc; nothing from another origin.
+docs page (/docs) is FastAPI's fixed template loading Swagger UI from this server
+(`backend.api.docs_pages`): its policy adds only the template's own inline script, by its hash;
+nothing from another origin.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.settings import LOOPBACK_HOSTS
 
 HOST_TEXT = re.compile(r"[a-z0-9._-]+|\[[0-9a-f:.]+\]")
-DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect")
 INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)(?P<attrs>[^>]*)>(?P<body>.*?)</script>", re.S | re.I)
 DATA_SCRIPT = re.compile(rb"""type\s*=\s*["']application/json["']""", re.I)  # data, never run
 FIXED_HEADERS = (
@@ -83,7 +83,7 @@ def inline_script_hashes(html: bytes) -> list[str]:
     ]
 
 
-def policy(script_src: Iterable[str], *, docs: bool = False) -> str:
+def policy(script_src: Iterable[str]) -> str:
     """The Content-Security-Policy text; `script_src` are extra sources (inline script hashes)."""
     directives = {
         "default-src": ["'self'"],
@@ -99,8 +99,6 @@ def policy(script_src: Iterable[str], *, docs: bool = False) -> str:
         "form-action": ["'self'"],
         "frame-ancestors": ["'none'"],
     }
-    if docs:
-        directives["worker-src"] += ["blob:"]  # ReDoc parses the schema in a worker
     return "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
 
 
@@ -161,7 +159,7 @@ class SecurityMiddleware:
                 body.extend(message.get("body", b""))
                 if not message.get("more_body"):
                     sources = inline_script_hashes(bytes(body))
-                    self._add_headers(start, policy(sources, docs=True).encode())
+                    self._add_headers(start, policy(sources).encode())
                     await send(start)
                     await send({"type": "http.response.body", "body": bytes(body)})
             else:

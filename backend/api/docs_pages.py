@@ -1,9 +1,9 @@
-"""The API's documentation pages, served whole by this server: Swagger UI at /docs and ReDoc at
-/redoc with their scripts, styles and favicon from the `fastapi-offline` package (Swagger UI 5,
-which reads OpenAPI 3.1, and ReDoc 2, as files), never from a CDN. A self-hosted tool is often run
-where the internet is not, and a docs page that loads code from elsewhere is code this server does
-not control. Also /docs/spec.md: the definitions of every number (docs/spec.md), when the server
-runs from a source checkout.
+"""The API's documentation page, served whole by this server: Swagger UI at /docs with its script,
+style and favicon from the `fastapi-offline` package (Swagger UI 5, which reads OpenAPI 3.1, as
+files), never from a CDN. A self-hosted tool is often run where the internet is not, and a docs page
+that loads code from elsewhere is code this server does not control. There is no /redoc: ReDoc's
+bundle fetches its logo from cdn.redoc.ly. Also /docs/spec.md: the definitions of every number
+(docs/spec.md), when the server runs from a source checkout.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -24,13 +24,13 @@ SWAGGER_PARAMETERS = {"validatorUrl": None}
 
 
 def assets_dir() -> Path:
-    """The folder of Swagger UI / ReDoc files the `fastapi-offline` package ships."""
+    """The folder of Swagger UI files the `fastapi-offline` package ships."""
     return Path(str(files("fastapi_offline") / "static"))
 
 
 def install_docs(app: FastAPI) -> None:
-    """Serve /docs, /docs/oauth2-redirect, /redoc, their assets and /docs/spec.md on `app` (made
-    with docs_url=None, redoc_url=None, so FastAPI's CDN pages are not there)."""
+    """Serve /docs, /docs/oauth2-redirect, their assets and /docs/spec.md on `app` (made with
+    docs_url=None, redoc_url=None, so FastAPI's CDN pages are not there)."""
     app.mount(DOCS_ASSETS, StaticFiles(directory=assets_dir()), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
     redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
@@ -51,17 +51,6 @@ def install_docs(app: FastAPI) -> None:
     @app.get(redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=root + openapi_url,
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
-            with_google_fonts=False,
-        )
 
     @app.get(SPEC_PATH, include_in_schema=False)
     async def spec_text() -> PlainTextResponse:

@@ -71,7 +71,9 @@ def _field(label: str, component: Any, field: str, hint: Any = None, hint_id: st
         html.Div(
             [
                 component,
-                html.Div(hint, className="note", id=hint_id) if hint is not None or hint_id else None,
+                html.Div(hint, className="note", **({"id": hint_id} if hint_id else {}))
+                if hint is not None or hint_id
+                else None,
                 _error(field),
             ]
         ),

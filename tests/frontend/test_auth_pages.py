@@ -153,6 +153,7 @@ def test_extending_a_study_needs_the_token_too(team, page):
         return httpx.get(f"{team['url']}{API}/studies/{study_id}", timeout=30).json()["progress"]["total"]
 
     before = total_runs()
+    page.on("dialog", lambda dialog: dialog.accept())  # "Extend study ...?": yes
     page.goto(f"{team['url']}/studies/{study_id}")
     page.locator("#study-extension", has_text="Proposed").wait_for()
     page.click("#study-extend")

@@ -275,7 +275,7 @@ def test_the_extension_asks_first_and_then_says_which_values_were_added():
               "lr_values": [0.0398, 0.1, 0.251, 0.631], "wd_values": [3.98e-05, 0.0001, 0.000251]}  # fmt: skip
     old_grid = {"lr_range": [-1, 1], "wd_range": [-1, 1]}
     assert sd.extension_added(answer, old_grid) == (
-        "Added 8 runs at 3 new grid points: learning rates 0.631 (with every weight decay)."
+        "Extended: added 8 runs at 3 new grid points: learning rates 0.631 (with every weight decay)."
     )
     assert "[" not in sd.extension_added(answer, old_grid)  # no index ranges
 

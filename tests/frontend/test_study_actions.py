@@ -161,8 +161,19 @@ def test_extending_a_finished_study_turns_polling_back_on(server, page):
     page.goto(f"{url}/studies/{study['id']}")
     page.locator("#study-extension", has_text="Proposed").wait_for()
     page.locator("#study-progress", has_text=f"{total} / {total} runs").wait_for()
+    questions: list[str] = []
+
+    def accept(dialog) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
     page.click("#study-extend")
     page.locator("#study-extend-result .ok", has_text="Extended").wait_for()
+    # it asked first, naming what it adds by value, and then said what it added, by value too
+    assert questions and "Add a row of higher learning rates at 0.631" in questions[0]
+    added = page.locator("#study-extend-result").inner_text()
+    assert "learning rates 0.631" in added and "[" not in added, added
     extended = _get(url, f"/studies/{study['id']}").json()["progress"]["total"]
     assert extended > total
     page.locator("#study-progress", has_text=f"{total} / {extended} runs").wait_for()
