@@ -657,6 +657,7 @@ def register(app: Dash, client_factory) -> None:
         Output("study-action-result", "children", allow_duplicate=True),
         Output("study-refresh", "data", allow_duplicate=True),
         Output("url", "pathname", allow_duplicate=True),
+        Output("url", "search", allow_duplicate=True),
         Input("study-delete-confirm", "submit_n_clicks"),
         State("study-id", "data"),
         State(TOKEN_STORE, "data"),
@@ -668,8 +669,13 @@ def register(app: Dash, client_factory) -> None:
         try:
             await client_factory(token).delete_study(study_id)
         except ApiError as exc:
-            return refusal("Not deleted", exc), time.time() if exc.stale_page() else no_update, no_update
-        return no_update, no_update, "/"
+            return (
+                refusal("Not deleted", exc),
+                time.time() if exc.stale_page() else no_update,
+                no_update,
+                no_update,
+            )
+        return no_update, no_update, "/", ""  # the list, without this page's view in the URL
 
     @app.callback(
         Output("study-landscapes", "children"),
@@ -690,6 +696,7 @@ def register(app: Dash, client_factory) -> None:
 
     @app.callback(
         Output("url", "pathname", allow_duplicate=True),
+        Output("url", "search", allow_duplicate=True),
         Input({"type": "fig", "name": ALL}, "clickData"),
         prevent_initial_call=True,
     )
@@ -703,7 +710,7 @@ def register(app: Dash, client_factory) -> None:
         run_id = parse_id(custom[0]) if isinstance(custom, list) and custom else None
         if run_id is None:
             raise PreventUpdate
-        return f"/runs/{run_id}"
+        return f"/runs/{run_id}", ""  # the run page, without the study's view in the URL
 
     @app.callback(
         Output("study-ellipse-table", "children"),

@@ -577,7 +577,7 @@ def extension_added(answer: dict, old_grid: dict | None = None) -> str:
     old_grid = old_grid or {}
     new_lr = _added(answer.get("lr_values") or [], answer.get("lr_range") or [0, 0], old_grid.get("lr_range"))
     new_wd = _added(answer.get("wd_values") or [], answer.get("wd_range") or [0, 0], old_grid.get("wd_range"))
-    text = f"Added {answer.get('added_runs', 0):,} runs at {answer.get('added_points', 0):,} new grid points"
+    text = f"Extended: added {answer.get('added_runs', 0):,} runs at {answer.get('added_points', 0):,} new grid points"
     parts = []
     if new_lr:
         parts.append(

@@ -162,8 +162,8 @@ def test_new_study_form_shows_field_errors_then_creates(server, page):
     # the preview is the API's planner: per variant, and the grid's values
     rows = page.locator("#new-plan-table tbody tr").all_inner_texts()
     assert [r.split() for r in rows] == [
-        ["base", "base", "9", "0", "0", "1", "10"],
-        ["u50", "structured", "9", "1", "0", "1", "11"],
+        ["base", "base", "9", "0", "0", "1", "0", "10", "—", "—"],
+        ["u50", "structured", "9", "1", "0", "1", "0", "11", "1", "0"],
     ]
     assert page.locator("#new-plan-lr").inner_text() == "0.0398, 0.1, 0.251"
     assert page.locator("#new-plan-wd").inner_text() == "3.98e-05, 0.0001, 0.000251"
