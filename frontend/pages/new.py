@@ -143,6 +143,7 @@ def variant_row(index: int, v: dict) -> html.Div:
                     id={"type": "v-method", "index": index},
                     options=METHODS.get(kind, METHODS["structured"]),
                     value=v.get("method"),
+                    clearable=False,
                     style={"width": "130px"},
                 ),
                 VARIANT_CELLS["method"],
