@@ -247,6 +247,14 @@ def fmt(value: Any, digits: int = 2, *, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def fmt_acc(value: Any) -> str:
+    """An accuracy (or a spread of one) in percent, the one way every page writes it: two decimals,
+    also when JSON made a whole number of it (91.0 arrives as 91)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "—"
+    return f"{float(value):.2f}"
+
+
 def fmt_hyper(value: Any) -> str:
     """A learning rate or weight decay, the one way every page writes them: 3 significant figures,
     scientific below 1e-4 (0.1, 0.0398, 0.000251, 3.98e-05)."""

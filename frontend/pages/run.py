@@ -17,6 +17,7 @@ from frontend.figures import epoch_curves_figure
 from frontend.pages.components import (
     figure_card,
     fmt,
+    fmt_acc,
     fmt_hyper,
     not_found,
     rows_to_csv,
@@ -129,8 +130,8 @@ def render(run: dict, variant: dict | None = None) -> tuple:
         _row("weight decay", fmt_hyper(run.get("wd"))),
         _row("seed", fmt(run.get("seed"))),
         _row("grid index (i, j)", f"{fmt(run.get('grid_i'))}, {fmt(run.get('grid_j'))}"),
-        _row("top-1 (%)", fmt(run.get("top1"))),
-        _row("top-5 (%)", fmt(run.get("top5"))),
+        _row("top-1 (%)", fmt_acc(run.get("top1"))),
+        _row("top-5 (%)", fmt_acc(run.get("top5"))),
         _row("epochs done", fmt(run.get("epochs_done", len(_epochs(run)) or None))),
         _row("attempts", fmt(run.get("attempts"))),
         _row("worker", run.get("worker") or "—"),

@@ -11,7 +11,7 @@ from dash.exceptions import PreventUpdate
 
 from backend.run_states import STUDY_STATUSES
 from frontend.api_client import ApiError
-from frontend.pages.components import fmt, run_progress, status_badge
+from frontend.pages.components import fmt_acc, run_progress, status_badge
 from frontend.pages.messages import error_text
 from frontend.pages.study_record import study_summary
 from frontend.pages.token import STORE_ID as TOKEN_STORE
@@ -104,7 +104,7 @@ def render_table(studies: list[dict], filtered: bool) -> html.Div | html.Table:
     for study, r in zip(studies, rows, strict=True):
         best = [
             html.Span(
-                [html.B(name), f" {fmt(r['best'].get(name))}"],
+                [html.B(name), f" {fmt_acc(r['best'].get(name))}"],
                 style={"marginRight": "10px", "whiteSpace": "nowrap"},
             )
             for name in r["variants"]

@@ -37,6 +37,7 @@ from frontend.pages.components import (
     data_table,
     figure_card,
     fmt,
+    fmt_acc,
     fmt_hyper,
     not_found,
     run_progress,
@@ -311,8 +312,8 @@ def best_line(best_rows: list[dict]) -> html.Div:
     """The summary's best top-1 of every variant, with the grid point it was found at."""
     items = [
         html.Span(
-            [html.B(row["variant"]), f" {fmt(row['top1'])} %"]
-            + ([f" ± {fmt(row['std'])}"] if row.get("std") is not None else [])
+            [html.B(row["variant"]), f" {fmt_acc(row['top1'])} %"]
+            + ([f" ± {fmt_acc(row['std'])}"] if row.get("std") is not None else [])
             + ([f" ({row['n']} seeds)"] if (row.get("n") or 0) > 1 else [])
             + (
                 [f" at lr {fmt_hyper(row['lr'])}, wd {fmt_hyper(row['wd'])}"]
@@ -406,10 +407,10 @@ def landscape_cards(data: dict, floor: float | None, scale: str = "shared") -> l
         notes = []
         if best:
             notes.append(
-                f"best {fmt(best['value'])} % at lr {fmt_hyper(best['lr'])}, wd {fmt_hyper(best['wd'])}"
+                f"best {fmt_acc(best['value'])} % at lr {fmt_hyper(best['lr'])}, wd {fmt_hyper(best['wd'])}"
             )
         if zrange is not None:
-            notes.append(f"colour scale of this variant: {fmt(zrange[0])} – {fmt(zrange[1])} %")
+            notes.append(f"colour scale of this variant: {fmt_acc(zrange[0])} – {fmt_acc(zrange[1])} %")
         notes += rec.degenerate_notes(analysis, variant)
         cards.append(
             figure_card(f"landscape-{variant}", variant, fig, note=" · ".join(notes) or None, csv=CSV)
@@ -435,7 +436,7 @@ def scale_note(analysis: dict, floor: float | None, scale: str) -> str:
     zmin, zmax = rec.colour_range(analysis, floor)
     colour = analysis.get("colour_scale") or {}
     return (
-        f"Colour scale in use: one for every variant, {fmt(zmin)} – {fmt(zmax)} % (default floor = "
+        f"Colour scale in use: one for every variant, {fmt_acc(zmin)} – {fmt_acc(zmax)} % (default floor = "
         f"{fmt(colour.get('percentile', 85), 0)}th percentile of all observed accuracies; points below the "
         "floor take the lowest colour; if a map is one colour, try each variant its own scale). " + LEGEND
     )
@@ -472,7 +473,7 @@ async def read_study(client, study_id: Any, metric: str) -> dict:
         analysis = await client.get_analysis(study_id, metric)
     except ApiError as exc:
         if exc.status == 422 and metric != "top1":  # e.g. top-5 of an import without top-5
-            note = f"no {METRIC_LABELS[metric].strip()} here: {error_text(exc.detail)} Showing top-1."
+            note = f"This study's results hold no {METRIC_LABELS[metric].strip()}: showing top-1."
             metric = "top1"
             try:
                 analysis = await client.get_analysis(study_id, metric)

@@ -9,7 +9,7 @@ from dash.exceptions import PreventUpdate
 
 from backend.run_states import RUN_KINDS, RUN_STATUSES
 from frontend.api_client import ApiError, parse_id
-from frontend.pages.components import fmt, fmt_hyper, status_badge
+from frontend.pages.components import fmt, fmt_acc, fmt_hyper, status_badge
 from frontend.pages.messages import error_text
 from frontend.pages.token import STORE_ID as TOKEN_STORE
 
@@ -98,8 +98,8 @@ def runs_table(runs: list[dict]) -> html.Table | html.P:
                     html.Td(fmt(run.get("seed")), className="num"),
                     html.Td(grid, className="num"),
                     html.Td(status_badge(run.get("status"))),
-                    html.Td(fmt(run.get("top1")), className="num"),
-                    html.Td(fmt(run.get("top5")), className="num"),
+                    html.Td(fmt_acc(run.get("top1")), className="num"),
+                    html.Td(fmt_acc(run.get("top5")), className="num"),
                     html.Td(fmt(run.get("epochs_done")), className="num"),
                     html.Td(fmt(run.get("attempts")), className="num"),
                     html.Td(

@@ -381,7 +381,7 @@ def test_6_not_found_pages_and_a_study_without_top5(server, degenerate, page):
     assert top5.is_disabled() and page.locator("#study-metric input[value='top1']").is_enabled()
     page.goto(f"{url}/studies/{sid}?metric=top5")
     note = page.locator("#study-metric-note")
-    note.get_by_text("no top-5 here").wait_for()
+    note.get_by_text("This study's results hold no top-5: showing top-1.").wait_for()
     _wait_landscapes(page, 2)
     body = page.locator("#page").inner_text()
     for raw in ("Value error", "'loc'", "[{", "query.metric", "msg"):
