@@ -12,7 +12,6 @@ the token from the top bar (`frontend.pages.token`); a refusal for want of one s
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,40 +19,33 @@ from dash import ALL, MATCH, Dash, Input, Output, State, ctx, dcc, html, no_upda
 from dash.exceptions import PreventUpdate
 
 from frontend.api_client import ApiError
-from frontend.pages.components import fmt_hyper
-from frontend.pages.messages import field_label, field_messages
+from frontend.pages.messages import error_text, field_messages
+from frontend.pages.new_spec import (
+    CELLS_OF_KIND,
+    DEFAULT_FRACTIONS,
+    DEFAULT_VARIANTS,
+    EPOCH_LABELS,
+    FORM_FIELDS,
+    KINDS,
+    METHOD_LABELS,
+    METHODS,
+    NAME_NEEDED,
+    NEW_VARIANT,
+    QUANTISED,
+    RATIO_LABELS,
+    SCAN_FIELDS,
+    VARIANT_CELLS,
+    VARIANT_FIELDS,
+    form_errors,
+    plan_problem,
+    plan_view,
+    route_errors,
+    source_choices,
+    spec_from_form,
+    visible_cells,
+)
 from frontend.pages.token import STORE_ID as TOKEN_STORE
 from frontend.pages.token import read_refusal, refused_message
-
-KINDS = ["base", "structured", "unstructured", "int8", "mixed", "fp16"]
-QUANTISED = {"int8", "mixed", "fp16"}
-PRUNED = {"structured", "unstructured"}
-METHODS = {"structured": ["uniform", "nonuniform"], "unstructured": ["layer", "global"]}
-RATIO_LABELS = {"structured": "FLOPs ratio kept (0–1]", "unstructured": "amount pruned [0–1)"}
-METHOD_LABELS = {"structured": "method", "unstructured": "scope"}
-EPOCH_LABELS = {"finetune": "finetune epochs", "rewind": "rewind epoch"}
-NEW_VARIANT = {"name": "", "kind": "structured", "method": "uniform", "ratio": 0.5}
-DEFAULT_VARIANTS = [
-    {"name": "base", "kind": "base"},
-    {"name": "u50", "kind": "structured", "method": "uniform", "ratio": 0.5},
-]
-DEFAULT_FRACTIONS = "0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9"
-# The fields each variant row can show, and the spec fields whose messages go under each.
-VARIANT_CELLS = {
-    "ratio": ("flops_ratio", "amount"),
-    "method": ("method", "scope"),
-    "source": ("source",),
-    "retrain": ("retrain",),
-    "epochs": ("finetune_epochs", "rewind_epoch"),
-    "iterations": ("iterations",),
-}
-CELLS_OF_KIND = {
-    "base": (),
-    "structured": ("ratio", "method", "retrain", "iterations"),
-    "unstructured": ("ratio", "method", "retrain", "iterations"),
-    **{kind: ("source",) for kind in QUANTISED},
-}
-NAME_NEEDED = "a study needs a name: it is how you find it in the list"
 
 
 def _error(field: str) -> html.Div:
@@ -457,226 +449,6 @@ def layout() -> html.Div:
     )
 
 
-# --- the spec of the form ------------------------------------------------------------------------------
-def variant_spec(
-    name: str,
-    kind: str,
-    ratio: Any,
-    method: Any,
-    source: Any,
-    retrain: Any,
-    epochs: Any,
-    iterations: Any = None,
-) -> dict:
-    """One variant's spec: only the fields its kind takes (a hidden field's value is never sent)."""
-    spec: dict[str, Any] = {"name": (name or "").strip(), "kind": kind}
-    if kind == "structured":
-        spec["flops_ratio"] = ratio
-        if method in ("uniform", "nonuniform"):
-            spec["method"] = method
-    elif kind == "unstructured":
-        spec["amount"] = ratio
-        if method in ("layer", "global"):
-            spec["scope"] = method
-    elif kind in QUANTISED:
-        spec["source"] = (source or "").strip()
-    if kind in PRUNED:
-        if retrain:
-            spec["retrain"] = retrain
-            if retrain == "finetune":
-                spec["finetune_epochs"] = epochs
-            elif retrain == "rewind":
-                spec["rewind_epoch"] = epochs
-        if iterations not in (None, "", 1):
-            spec["iterations"] = iterations
-    return spec
-
-
-def parse_fractions(text: Any) -> list[Any]:
-    """A scan's fractions typed as "0, 0.1 0.2": numbers where they are numbers; anything else
-    is sent as typed, and the API says which entry it cannot take."""
-    out: list[Any] = []
-    for part in re.split(r"[,;\s]+", str(text or "").strip()):
-        if not part:
-            continue
-        try:
-            out.append(float(part))
-        except ValueError:
-            out.append(part)
-    return out
-
-
-def scan_spec(kind: Any, scope: Any, fractions: Any, on: Any) -> dict:
-    return {"kind": kind, "scope": scope, "fractions": parse_fractions(fractions), "on": on}
-
-
-def build_spec(values: dict, variants: list[dict], scans: list[dict] | None = None) -> dict:
-    dataset: dict[str, Any] = {"name": values["dataset"]}
-    if values.get("path"):
-        dataset["path"] = values["path"].strip()
-    recipe = {"epochs": values["epochs"], "batch_size": values["batch"]}
-    if values.get("momentum") is not None:
-        recipe["momentum"] = values["momentum"]
-    spec = {
-        "name": (values.get("name") or "").strip(),
-        "dataset": dataset,
-        "model": {"name": values["model"]},
-        "recipe": recipe,
-        "grid": {
-            "lr_centre": values["lr"],
-            "wd_centre": values["wd"],
-            "step": values["step"],
-            "size": values["size"],
-        },
-        "repeats": values["repeats"],
-        "variants": variants,
-    }
-    if scans:
-        spec["scans"] = scans
-    return spec
-
-
-FORM_FIELDS = {
-    "name": "new-name",
-    "dataset": "new-dataset",
-    "path": "new-dataset-path",
-    "model": "new-model",
-    "epochs": "new-epochs",
-    "batch": "new-batch",
-    "momentum": "new-momentum",
-    "lr": "new-lr",
-    "wd": "new-wd",
-    "step": "new-step",
-    "size": "new-size",
-    "repeats": "new-repeats",
-}
-VARIANT_FIELDS = (
-    "v-name",
-    "v-kind",
-    "v-ratio",
-    "v-method",
-    "v-source",
-    "v-retrain",
-    "v-epochs",
-    "v-iterations",
-)
-SCAN_FIELDS = ("s-kind", "s-scope", "s-fractions", "s-on")
-
-
-def spec_from_form(
-    form_values: Sequence[Any], variant_columns: Sequence[list], scan_columns: Sequence[list] = ()
-) -> dict:
-    """The spec of the form: its values in FORM_FIELDS order, one list per VARIANT_FIELDS column
-    (and per SCAN_FIELDS column)."""
-    values = dict(zip(FORM_FIELDS, form_values, strict=True))
-    variants = [variant_spec(*row) for row in zip(*variant_columns, strict=True)]
-    scans = [scan_spec(*row) for row in zip(*scan_columns, strict=True)] if scan_columns else []
-    return build_spec(values, variants, scans)
-
-
-def plan_view(plan: dict) -> list:
-    """The dry run's answer for people: totals, runs per variant, and the grid's lr / wd values."""
-    counts = plan["run_counts"]
-    sentence = (
-        f"This will plan {counts['total']:,} runs: {counts['train']:,} training, {counts['prune']:,} pruning, "
-        f"{counts['quantise']:,} quantisation, {counts['measure']:,} measurement"
-        + (f", {counts['scan']:,} sensitivity scan" if counts.get("scan") else "")
-        + "."
-    )
-    numbers = ("train", "prune", "quantise", "measure", "scan", "total")
-    head = html.Tr(
-        [html.Th("variant"), html.Th("kind")]
-        + [html.Th(k, className="num") for k in numbers]
-        + [html.Th("iterations", className="num"), html.Th("prune epochs", className="num")]
-    )
-    body = [
-        html.Tr(
-            [html.Td(v["name"]), html.Td(v["kind"])]
-            + [html.Td(f"{v.get(k, 0):,}", className="num") for k in numbers]
-            + [
-                html.Td("—" if v.get("iterations") is None else str(v["iterations"]), className="num"),
-                html.Td(f"{v.get('prune_epochs', 0):,}" if v.get("iterations") else "—", className="num"),
-            ]
-        )
-        for v in plan["variants"]
-    ]
-    table = html.Table([html.Thead(head), html.Tbody(body)], className="plain", id="new-plan-table")
-    n_lr, n_wd = len(plan["lr_values"]), len(plan["wd_values"])
-    seeds = plan["repeats"]
-    grid = html.Div(
-        [
-            html.Div(f"grid: {n_lr} x {n_wd} points x {seeds} seed{'s' if seeds != 1 else ''}"),
-            html.Div(
-                ["lr: ", html.Span(", ".join(fmt_hyper(v) for v in plan["lr_values"]), id="new-plan-lr")]
-            ),
-            html.Div(
-                ["wd: ", html.Span(", ".join(fmt_hyper(v) for v in plan["wd_values"]), id="new-plan-wd")]
-            ),
-        ],
-        className="note",
-    )
-    return [html.P(sentence, id="new-plan-total"), table, grid]
-
-
-def plan_problem(messages: dict[str, str]) -> str:
-    """The preview's line when the spec cannot be planned: each problem by the field's name."""
-    listed = "; ".join(msg if loc == "_" else f"{field_label(loc)}: {msg}" for loc, msg in messages.items())
-    return f"No plan yet: {listed}."
-
-
-def route_errors(field_errors: dict[str, str], error_ids: list[dict]) -> list[str]:
-    """Place each message under the most specific field the page shows; the rest go to '_'. A
-    message placed under a parent field names the part it is about ("variant 2: source: ...")."""
-    shown = [e["field"] for e in error_ids]
-    placed: dict[str, list[str]] = {f: [] for f in shown}
-    for loc, message in field_errors.items():
-        parts = loc.split(".")
-        target = next(
-            (".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in placed), "_"
-        )
-        if target == loc or loc == "_":
-            text = message
-        elif target == "_":
-            text = f"{field_label(loc)}: {message}"
-        else:  # e.g. "variants.3" shows "source: ..." for variants.3.source
-            text = f"{loc[len(target) :].lstrip('.').replace('_', ' ')}: {message}"
-        placed.setdefault(target, []).append(text)
-    return ["; ".join(placed.get(f, [])) for f in shown]
-
-
-def form_errors(detail: Any, variant_ids: list[dict], scan_ids: list[dict]) -> dict[str, str]:
-    """A 422 detail as {field path of this page: plain message}: API positions of variants and
-    scans turned into the rows' own indices (a removed row leaves a gap)."""
-    positions = {
-        "variants": {str(i): str(row["index"]) for i, row in enumerate(variant_ids)},
-        "scans": {str(i): str(row["index"]) for i, row in enumerate(scan_ids)},
-    }
-    errors = {}
-    for loc, message in field_messages(detail).items():
-        parts = loc.split(".")
-        if len(parts) > 1 and parts[0] in positions and parts[1] in positions[parts[0]]:
-            parts[1] = positions[parts[0]][parts[1]]
-        errors[".".join(parts)] = message
-    return errors
-
-
-def visible_cells(kind: Any, retrain: Any) -> dict[str, bool]:
-    """Which cells of a variant row apply to its kind (and the epochs cell to its retrain mode)."""
-    cells = set(CELLS_OF_KIND.get(kind, ()))
-    if kind in PRUNED and retrain in EPOCH_LABELS:
-        cells.add("epochs")
-    return {key: key in cells for key in VARIANT_CELLS}
-
-
-def source_choices(names: Sequence[Any], kinds: Sequence[Any]) -> list[str]:
-    """What a quantised variant may compress: the form's variants that are not quantised."""
-    return [
-        str(n).strip()
-        for n, k in zip(names, kinds, strict=True)
-        if k not in QUANTISED and str(n or "").strip()
-    ]
-
-
 def register(app: Dash, client_factory) -> None:
     @app.callback(
         Output("new-catalog", "data"),
@@ -841,7 +613,11 @@ def register(app: Dash, client_factory) -> None:
                 refused = refused_message(exc)
                 if refused is not None:
                     return no_update, [refused if e["field"] == "_" else "" for e in error_ids], no_update
-                errors = form_errors(exc.detail, v_ids, s_ids) if exc.status == 422 else {"_": str(exc)}
+                errors = (
+                    form_errors(exc.detail, v_ids, s_ids)
+                    if exc.status == 422
+                    else {"_": error_text(exc.detail)}
+                )
                 return no_update, route_errors(errors, error_ids), no_update
             return no_update, ["" for _ in error_ids], f"/studies/{study['id']}"
         # the live preview: a name is needed to submit, not to plan; say it is missing, by the field
@@ -858,7 +634,9 @@ def register(app: Dash, client_factory) -> None:
                     route_errors(errors, error_ids),
                     no_update,
                 )
-            problem = read_refusal(exc.status, exc.detail) or html.P(f"No plan: {exc}", className="muted")
+            problem = read_refusal(exc.status, exc.detail) or html.P(
+                f"No plan: {error_text(exc.detail)}", className="muted"
+            )
             return problem, route_errors(name_errors, error_ids), no_update
         view = plan_view(plan)
         if missing_name:

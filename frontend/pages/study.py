@@ -1,12 +1,9 @@
-"""`/studies/<id>`: the study's landscapes side by side (one pair of axes, one colour scale or one
-per variant), its runs, its two result tables, risk, shift verdicts, accuracy vs cost, pruning
-details, sensitivity scans and the grid extension; cancelling, deleting, extending and exporting
-the study. Polls the API while runs are going and stops when the study is done (the poll starts
-disabled: a finished study is read once and never polled).
-
-The view (metric, colour scale, floor) lives in the URL (`?metric=top5&scale=variant&floor=91.5`):
-a link shows what its sender saw, and a reload keeps it. An id that names no study is a not-found
-page with nothing to act on.
+"""`/studies/<id>`: its callbacks (the layout is `study_layout`, the view of the landscapes
+`study_view`, the runs table `study_runs`, the downloads `study_downloads`): reading the study and
+polling while runs are going (stopping when the study is done: the poll starts disabled, so a
+finished study is read once), the header with progress by state, the view kept in the URL, the
+landscapes, tables, cost and pruning panels; cancelling, deleting and extending, each asked first
+with what the API says now. An id that names no study is a not-found page with nothing to act on.
 """
 
 from __future__ import annotations
@@ -16,15 +13,13 @@ import json
 import math
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlencode
 
-from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, State, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 
 from frontend.api_client import ApiError, parse_id
 from frontend.figures import (
     kept_fractions_figure,
-    landscape_figure,
     risk_box_figure,
     sensitivity_figure,
     tradeoff_figure,
@@ -36,7 +31,6 @@ from frontend.pages import study_downloads, study_runs
 from frontend.pages.components import (
     data_table,
     figure_card,
-    fmt,
     fmt_acc,
     fmt_hyper,
     not_found,
@@ -44,263 +38,25 @@ from frontend.pages.components import (
     status_badge,
 )
 from frontend.pages.messages import error_text
+from frontend.pages.study_layout import layout  # noqa: F401 - app.route draws the page from here
 from frontend.pages.study_record import active_runs, study_is_done, study_is_open, study_summary
+from frontend.pages.study_view import (
+    FLOOR_MAX,
+    FLOOR_MIN,
+    LEGEND,
+    METRIC_LABELS,
+    METRICS,
+    SCALES,
+    landscape_cards,
+    metric_options,
+    query_string,
+    scale_note,
+)
 from frontend.pages.token import STORE_ID as TOKEN_STORE
 from frontend.pages.token import read_refusal, refusal
 
-POLL_MS = 3000
 HIDDEN = {"display": "none"}
-METRICS = ("top1", "top5")
-METRIC_LABELS = {"top1": " top-1", "top5": " top-5"}
-SCALES = {"shared": " one scale for every variant", "variant": " each variant its own scale"}
-FLOOR_MIN, FLOOR_MAX = 0.0, 100.0
-SPEC_URL = "/docs/spec.md"
 CSV = study_downloads.CSV_TYPE
-
-
-# --- the view in the URL -----------------------------------------------------------------------------
-def view_from_query(search: str | None) -> dict[str, Any]:
-    """metric, scale and floor from the page's query string, each checked (the URL is anyone's):
-    an unknown word or a floor that is not a finite accuracy is ignored."""
-    query = parse_qs((search or "").lstrip("?"), max_num_fields=10)
-    metric = (query.get("metric") or ["top1"])[0]
-    scale = (query.get("scale") or ["shared"])[0]
-    floor = None
-    try:
-        value = float((query.get("floor") or [""])[0][:20])
-        floor = value if math.isfinite(value) and FLOOR_MIN <= value <= FLOOR_MAX else None
-    except ValueError:
-        pass
-    return {
-        "metric": metric if metric in METRICS else "top1",
-        "scale": scale if scale in SCALES else "shared",
-        "floor": floor,
-    }
-
-
-def query_string(metric: Any, scale: Any, floor: Any) -> str:
-    """The query string of a view (what `view_from_query` reads back)."""
-    params = {
-        "metric": metric if metric in METRICS else "top1",
-        "scale": scale if scale in SCALES else "shared",
-    }
-    if isinstance(floor, int | float) and math.isfinite(floor) and scale != "variant":
-        params["floor"] = f"{floor:.1f}"
-    return "?" + urlencode(params)
-
-
-# --- layout ------------------------------------------------------------------------------------------
-def layout(study_id: str, search: str | None = None) -> html.Div:
-    view = view_from_query(search)
-    return html.Div(
-        [
-            dcc.Store(id="study-id", data=study_id),
-            dcc.Store(id="study-data"),
-            # Enabled by load_study only while the study has runs to wait for.
-            dcc.Interval(id="study-poll", interval=POLL_MS, disabled=True),
-            dcc.Store(id="study-refresh"),  # a write changed the study: read it again now
-            dcc.Store(id="study-floor-wanted", data=view["floor"]),  # the URL's floor, used once
-            html.Div(id="study-header"),
-            html.Div(
-                [
-                    _actions(),
-                    _controls(view),
-                    *_landscapes(),
-                    study_runs.section(),
-                    *_tables(),
-                    *_cost(),
-                    *_pruning(),
-                    html.Div(id="study-sensitivity"),
-                    *_extension(),
-                    html.P(
-                        [
-                            "Every number on this page is defined in ",
-                            html.A("docs/spec.md", href=SPEC_URL, target="_blank", id="study-spec-link"),
-                            " (what prunescape computes).",
-                        ],
-                        className="note",
-                    ),
-                ],
-                id="study-body",
-                style=HIDDEN,
-            ),
-        ]
-    )
-
-
-def _actions() -> html.Div:
-    return html.Div(
-        [
-            # The questions are read from the API when the button is pressed (never stale).
-            html.Button("Cancel study", id="study-cancel"),
-            dcc.ConfirmDialog(id="study-cancel-confirm"),
-            html.Button("Delete study", id="study-delete", className="danger"),
-            dcc.ConfirmDialog(id="study-delete-confirm"),
-            html.Span(id="study-action-result"),
-            study_downloads.export_buttons(),
-        ],
-        id="study-actions",
-        className="actions",
-    )
-
-
-def _controls(view: dict) -> html.Div:
-    return html.Div(
-        [
-            html.Div(
-                [
-                    html.Label("metric", style={"marginRight": "8px"}),
-                    dcc.RadioItems(
-                        id="study-metric",
-                        options=[{"label": label, "value": key} for key, label in METRIC_LABELS.items()],
-                        value=view["metric"],
-                        inline=True,
-                        inputStyle={"marginLeft": "8px"},
-                    ),
-                    html.Span(id="study-metric-note", className="muted"),
-                ],
-                style={"display": "flex", "alignItems": "center", "gap": "4px"},
-            ),
-            html.Div(
-                [
-                    html.Label("colour scale", style={"marginRight": "8px"}),
-                    dcc.RadioItems(
-                        id="study-scale",
-                        options=[{"label": label, "value": key} for key, label in SCALES.items()],
-                        value=view["scale"],
-                        inline=True,
-                        inputStyle={"marginLeft": "8px"},
-                    ),
-                ],
-                style={"display": "flex", "alignItems": "center"},
-            ),
-            html.Div(
-                [
-                    html.Label(
-                        "colour floor (accuracy %), shared by all variants; type a value and press Enter",
-                        htmlFor="study-floor-box",
-                    ),
-                    html.Div(
-                        [
-                            dcc.Input(
-                                id="study-floor-box",
-                                type="number",
-                                step=0.1,
-                                debounce=True,  # applies on Enter (or leaving the box), not per keystroke
-                                style={"width": "90px"},
-                            ),
-                            html.Div(
-                                dcc.Slider(
-                                    id="study-floor",
-                                    min=0,
-                                    max=100,
-                                    step=0.1,
-                                    value=None,
-                                    marks=None,
-                                    allow_direct_input=False,
-                                    updatemode="mouseup",
-                                    tooltip={"placement": "bottom", "always_visible": False},
-                                ),
-                                style={"flex": "1 1 auto"},
-                            ),
-                        ],
-                        style={"display": "flex", "alignItems": "center", "gap": "8px"},
-                    ),
-                ],
-                className="slider-wrap",
-            ),
-        ],
-        className="controls panel",
-    )
-
-
-def _landscapes() -> list:
-    return [
-        html.H2("Landscapes"),
-        html.P(id="study-scale-note", className="note"),
-        html.Div(id="study-landscapes", className="grid-cards"),
-    ]
-
-
-def _tables() -> list:
-    return [
-        html.H2("ROI ellipses"),
-        html.Div(id="study-ellipse-table", className="panel"),
-        html.H2("Performance risk of not retuning"),
-        html.P(sd.RISK_DEFINITIONS, className="note", id="study-risk-definitions"),
-        html.Div(id="study-risk-table", className="panel"),
-        html.Div(id="study-shift", className="panel"),
-        html.P(id="study-risk-note", className="wait-note"),
-        html.Div(
-            [
-                figure_card("risk-absolute", "Risk d, absolute (pp)", csv=CSV),
-                figure_card("risk-relative", "Risk d/f*, relative (%)", csv=CSV),
-            ],
-            id="study-risk-boxes",
-            className="grid-2",
-        ),
-    ]
-
-
-def _cost() -> list:
-    return [
-        html.H2("Accuracy vs cost"),
-        html.P(id="study-cost-note", className="wait-note"),
-        html.Div(
-            [
-                html.Div(
-                    [
-                        figure_card("tradeoff-latency", "Accuracy vs latency (batch 1)", csv=CSV),
-                        figure_card("tradeoff-size", "Accuracy vs size on disk", csv=CSV),
-                    ],
-                    className="grid-2",
-                ),
-                html.Div(id="study-measure-table", className="panel", style={"marginTop": "16px"}),
-            ],
-            id="study-cost",
-        ),
-    ]
-
-
-def _pruning() -> list:
-    return [
-        html.H2("Pruning"),
-        html.Div(id="study-kept", className="grid-cards"),
-        html.P(id="study-hist-note", className="wait-note"),
-        html.Div(
-            [
-                html.Div(
-                    [
-                        html.Label("weight histograms of variant"),
-                        dcc.Dropdown(id="study-hist-variant", clearable=False, style={"width": "220px"}),
-                        html.Label("layer"),
-                        dcc.Dropdown(id="study-hist-layer", clearable=False, style={"width": "320px"}),
-                    ],
-                    className="controls",
-                    style={"marginBottom": "8px"},
-                ),
-                figure_card("weight-histogram", "Weight histogram", csv=CSV),
-            ],
-            id="study-hist-panel",
-            className="panel",
-            style={"marginTop": "16px"},
-        ),
-    ]
-
-
-def _extension() -> list:
-    return [
-        html.H2("Grid extension"),
-        html.Div(
-            [
-                html.Div(id="study-extension"),
-                html.Button("Extend the grid as proposed", id="study-extend", className="primary"),
-                dcc.ConfirmDialog(id="study-extend-confirm"),
-                html.Div(id="study-extend-result", style={"marginTop": "8px"}),
-            ],
-            className="panel",
-        ),
-    ]
 
 
 def _digest(data: Any) -> str:
@@ -387,72 +143,6 @@ def cancel_answer(answer: dict) -> str:
     if requested:
         text += f", {requested} running stop at their next epoch"
     return text + "."
-
-
-# --- landscapes -------------------------------------------------------------------------------------
-def landscape_cards(data: dict, floor: float | None, scale: str = "shared") -> list:
-    """One card per variant, every one on the study's axes; the shared colour scale (with `floor`)
-    or, with scale "variant", each on its own."""
-    analysis = data.get("analysis") or {}
-    points = sd.grid_points(data)
-    ranges = rec.study_axis_ranges(analysis, points)
-    names = rec.variant_names(analysis) or [str(v) for v in (data.get("study") or {}).get("variants") or []]
-    cards = []
-    for variant in names:
-        zrange = rec.variant_colour_range(analysis, variant) if scale == "variant" else None
-        fig = landscape_figure(
-            analysis, variant, floor=floor, grid_points=points.get(variant), axis_ranges=ranges, zrange=zrange
-        )
-        best = rec.best_point(analysis, variant)
-        notes = []
-        if best:
-            notes.append(
-                f"best {fmt_acc(best['value'])} % at lr {fmt_hyper(best['lr'])}, wd {fmt_hyper(best['wd'])}"
-            )
-        if zrange is not None:
-            notes.append(f"colour scale of this variant: {fmt_acc(zrange[0])} – {fmt_acc(zrange[1])} %")
-        notes += rec.degenerate_notes(analysis, variant)
-        cards.append(
-            figure_card(f"landscape-{variant}", variant, fig, note=" · ".join(notes) or None, csv=CSV)
-        )
-    return cards
-
-
-LEGEND = (
-    "Solid red: 0.5-ROI ellipse, dashed black: 1.0-ROI ellipse (k = 2 standard deviations, ≥ 5 points; "
-    "width 0: a marked segment). Star: best point; ✕: diverged; grey square: no result yet (waiting "
-    "or running); crossed grey square: failed or cancelled, no result (retry it from the runs table). "
-    "Click a point to open its run."
-)
-
-
-def scale_note(analysis: dict, floor: float | None, scale: str) -> str:
-    """Which colour scale is in use, in words, and the legend."""
-    if scale == "variant":
-        return (
-            "Colour scale in use: each variant its own, from its lowest to its highest grid-point mean "
-            "(shown under each map; colours do not compare across maps). " + LEGEND
-        )
-    zmin, zmax = rec.colour_range(analysis, floor)
-    colour = analysis.get("colour_scale") or {}
-    return (
-        f"Colour scale in use: one for every variant, {fmt_acc(zmin)} – {fmt_acc(zmax)} % (default floor = "
-        f"{fmt(colour.get('percentile', 85), 0)}th percentile of all observed accuracies; points below the "
-        "floor take the lowest colour; if a map is one colour, try each variant its own scale). " + LEGEND
-    )
-
-
-def metric_options(analysis: dict) -> list[dict]:
-    """The metric choices, one the results do not hold disabled (an import without top-5)."""
-    available = analysis.get("metrics_available")
-    return [
-        {
-            "label": label + ("" if available is None or key in available else " (not in these results)"),
-            "value": key,
-            "disabled": available is not None and key not in available,
-        }
-        for key, label in METRIC_LABELS.items()
-    ]
 
 
 # --- reading the study ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import io
 
 import pytest
 
-from frontend.pages import new, run, studies, study, study_downloads, study_runs
+from frontend.pages import new_spec, run, studies, study, study_downloads, study_runs, study_view
 from frontend.pages import study_data as sd
 from frontend.pages.components import fmt_hyper, rows_to_csv, run_progress, table_to_tsv
 from frontend.pages.messages import error_text, field_label, field_messages, sentences
@@ -65,9 +65,9 @@ def test_the_forms_errors_land_next_to_their_fields_under_the_rows_own_indices()
         {"loc": ["body", "grid", "size"], "msg": "Value error, size must be odd"},
         {"loc": ["body", "dataset", "synthetic_size"], "msg": "Input should be less than or equal to 10000000"},
     ]  # fmt: skip
-    errors = new.form_errors(detail, variant_ids, [])
+    errors = new_spec.form_errors(detail, variant_ids, [])
     shown = [{"field": f} for f in ("variants.3.source", "variants.3", "grid.size", "dataset", "_", "name")]
-    placed = dict(zip([e["field"] for e in shown], new.route_errors(errors, shown), strict=True))
+    placed = dict(zip([e["field"] for e in shown], new_spec.route_errors(errors, shown), strict=True))
     assert placed["variants.3.source"] == "variant 'q': source 'x' is not a variant"
     assert placed["variants.3"] == "calibration batches: must be at least 1"
     assert placed["grid.size"] == "size must be odd"
@@ -76,23 +76,23 @@ def test_the_forms_errors_land_next_to_their_fields_under_the_rows_own_indices()
 
 
 def test_a_variant_row_shows_and_sends_only_the_fields_of_its_kind():
-    assert new.visible_cells("int8", None) == {
+    assert new_spec.visible_cells("int8", None) == {
         "ratio": False, "method": False, "source": True, "retrain": False, "epochs": False, "iterations": False,
     }  # fmt: skip
     assert (
-        new.visible_cells("structured", "finetune")["epochs"]
-        and not new.visible_cells("structured", None)["epochs"]
+        new_spec.visible_cells("structured", "finetune")["epochs"]
+        and not new_spec.visible_cells("structured", None)["epochs"]
     )
-    assert not any(new.visible_cells("base", "rewind").values())
+    assert not any(new_spec.visible_cells("base", "rewind").values())
     # the copied FLOPs ratio of an int8 row is never sent
-    assert new.variant_spec("q8", "int8", 0.5, "uniform", "base", "finetune", 3, 4) == {
+    assert new_spec.variant_spec("q8", "int8", 0.5, "uniform", "base", "finetune", 3, 4) == {
         "name": "q8", "kind": "int8", "source": "base",
     }  # fmt: skip
-    assert new.variant_spec("u", "unstructured", 0.7, "global", None, "finetune", 2, 3) == {
+    assert new_spec.variant_spec("u", "unstructured", 0.7, "global", None, "finetune", 2, 3) == {
         "name": "u", "kind": "unstructured", "amount": 0.7, "scope": "global", "retrain": "finetune",
         "finetune_epochs": 2, "iterations": 3,
     }  # fmt: skip
-    assert new.source_choices(["base", "u50", "q8", " "], ["base", "structured", "int8", "base"]) == [
+    assert new_spec.source_choices(["base", "u50", "q8", " "], ["base", "structured", "int8", "base"]) == [
         "base",
         "u50",
     ]
@@ -102,11 +102,11 @@ def test_scans_in_the_spec_and_the_plan_preview():
     form = ["s", "digits", None, "digits_cnn", 3, 64, 0.9, 0.1, 1e-4, 0.4, 3, 1]
     variants = [["base"], ["base"], [None], [None], [None], [None], [None], [None]]
     scans = [["unstructured"], ["layer"], ["0, 0.5 0.9;abc"], ["all"]]
-    spec = new.spec_from_form(form, variants, scans)
+    spec = new_spec.spec_from_form(form, variants, scans)
     assert spec["scans"] == [
         {"kind": "unstructured", "scope": "layer", "fractions": [0.0, 0.5, 0.9, "abc"], "on": "all"}
     ]
-    assert "scans" not in new.spec_from_form(form, variants, [[], [], [], []])
+    assert "scans" not in new_spec.spec_from_form(form, variants, [[], [], [], []])
     plan = {
         "run_counts": {"train": 9, "prune": 1, "quantise": 0, "measure": 2, "scan": 2, "total": 23},
         "variants": [
@@ -117,7 +117,7 @@ def test_scans_in_the_spec_and_the_plan_preview():
         ],
         "grid_points": 9, "repeats": 1, "lr_values": [0.1], "wd_values": [3.98107170553e-05],
     }  # fmt: skip
-    sentence, table, grid = new.plan_view(plan)
+    sentence, table, grid = new_spec.plan_view(plan)
     assert sentence.children.endswith("2 measurement, 2 sensitivity scan.")
     row = [cell.children for cell in table.children[1].children[1].children]
     assert row == ["u", "unstructured", "9", "1", "0", "1", "1", "12", "3", "9"]
@@ -139,17 +139,17 @@ def test_scans_in_the_spec_and_the_plan_preview():
 )
 def test_the_view_comes_back_from_the_url_and_hostile_values_are_ignored(search, view):
     try:
-        got = study.view_from_query(search)
+        got = study_view.view_from_query(search)
     except ValueError:  # too many fields: parse_qs refuses, the page is shown with the defaults
         got = {"metric": "top1", "scale": "shared", "floor": None}
     assert got == view
 
 
 def test_the_view_goes_into_the_url_and_reads_back_the_same():
-    search = study.query_string("top5", "shared", 90.04)
+    search = study_view.query_string("top5", "shared", 90.04)
     assert search == "?metric=top5&scale=shared&floor=90.0"
-    assert study.view_from_query(search) == {"metric": "top5", "scale": "shared", "floor": 90.0}
-    assert "floor" not in study.query_string("top1", "variant", 90.0)  # a per-variant scale has no floor
+    assert study_view.view_from_query(search) == {"metric": "top5", "scale": "shared", "floor": 90.0}
+    assert "floor" not in study_view.query_string("top1", "variant", 90.0)  # a per-variant scale has no floor
 
 
 # --- states ---------------------------------------------------------------------------------------
@@ -174,9 +174,9 @@ def test_the_top_bar_says_the_servers_auth_mode():
 
 
 def test_a_study_without_top5_offers_top5_disabled():
-    options = study.metric_options({"metrics_available": ["top1"]})
+    options = study_view.metric_options({"metrics_available": ["top1"]})
     assert [(o["value"], o["disabled"]) for o in options] == [("top1", False), ("top5", True)]
-    assert all(not o["disabled"] for o in study.metric_options({"metrics_available": ["top1", "top5"]}))
+    assert all(not o["disabled"] for o in study_view.metric_options({"metrics_available": ["top1", "top5"]}))
 
 
 def test_a_missing_study_is_a_not_found_page_with_nothing_to_act_on():

@@ -11,7 +11,7 @@ import pytest
 
 from frontend.api_client import ApiClient, ApiError
 from frontend.app import make_client_factory
-from frontend.pages import new, run, study
+from frontend.pages import new_spec, run, study
 from frontend.pages import study_data as sd
 from frontend.pages.components import fmt_p, fmt_sig
 from frontend.pages.study_record import study_is_done, study_is_open
@@ -172,7 +172,7 @@ PLAN = {
 
 
 def test_plan_preview_shows_counts_per_variant_and_the_grid():
-    sentence, table, grid = new.plan_view(PLAN)
+    sentence, table, grid = new_spec.plan_view(PLAN)
     assert sentence.children == (
         "This will plan 31 runs: 18 training, 1 pruning, 9 quantisation, 3 measurement."
     )
@@ -198,7 +198,7 @@ def test_form_values_make_the_spec_the_api_gets():
     form = ["  s  ", "digits", None, "digits_cnn", 3, 64, 0.9, 0.1, 1e-4, 0.4, 3, 1]
     columns = [["base", "u50"], ["base", "structured"], [None, 0.5], [None, "uniform"], ["", ""],
                [None, None], [None, None]]  # fmt: skip
-    spec = new.spec_from_form(form, columns)
+    spec = new_spec.spec_from_form(form, columns)
     assert spec["name"] == "s" and spec["grid"] == {
         "lr_centre": 0.1,
         "wd_centre": 1e-4,
