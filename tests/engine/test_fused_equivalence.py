@@ -45,8 +45,8 @@ def masked_resnet20(shape: tuple[int, int, int]):
 
 
 # name: (input shape, model builder, training images, recipe fields). mobilenetv2_cifar runs at
-# 4x4 (its float64 depthwise convs are a loop of one conv per channel on the CPU) with two full
-# batches per epoch, and in NCHW: at 1x1 spatial size NCHW and NHWC are the same strides, so
+# 4x4 (its float64 depthwise convs are a loop of one conv per channel on the CPU) with one full
+# batch per epoch, and in NCHW: at 1x1 spatial size NCHW and NHWC are the same strides, so
 # kernels pick layouts by other rules, and then the grouped and the solo conv take different ones
 CASES = {
     "digits_cnn": ((1, 8, 8), lambda shape: registry("digits_cnn", shape), 20, {}),
@@ -54,7 +54,7 @@ CASES = {
     "mobilenetv2_cifar": (
         (3, 4, 4),
         lambda shape: registry("mobilenetv2_cifar", shape),
-        16,
+        8,
         {"channels_last": False},
     ),
     "resnet20_nonuniform": ((3, 8, 8), nonuniform_resnet20, 20, {}),

@@ -15,6 +15,9 @@ chunk, view/transpose act per model) except:
 - Linear. vmap's rule adds the bias after a batched matmul; the solo `F.linear` is an addmm that
   adds it inside the product, which rounds differently. Ours is one `baddbmm` over the group,
   per model bit for bit the solo addmm on the CPU (forward and backward).
+- Pooling modules. vmap's rules fold the group into the batch dimension (a copy into NCHW where
+  the solo run is NHWC, or a slow per-model fallback for adaptive pooling); ours pool the
+  (N, B*C, H, W) activations as they lie: pooling acts per channel.
 - Dropout. vmap's randomness modes draw one mask for the batch from the global generator. A fused
   model must draw model k's mask from model k's own stream, in the op order of the solo run on
   the CPU (`empty_like(x).bernoulli_(1 - p)`, then `div_(1 - p)`, then `x * noise`), so that on
@@ -26,8 +29,8 @@ the physical (stacked) tensors, so autograd records and differentiates those ops
 `forward`/`backward` are never used (outside vmap they raise).
 
 `template(model)` is the module whose forward runs under vmap: a copy of one member with pruning
-hooks folded away (the fused model applies the stacked masks itself), every BatchNorm2d, Linear and
-Dropout replaced by the layers here, and in-place activations made out-of-place (same values; an
+hooks folded away (the fused model applies the stacked masks itself), every BatchNorm2d, Linear,
+pooling and Dropout module replaced by the layers here, and in-place activations made out-of-place (same values; an
 in-place op on a vmapped activation would make autograd copy the tensor it is a view of).
 """
 
@@ -161,6 +164,38 @@ class FusedLinear(nn.Module):
         return _LinearFn.apply(x, self.weight, self.bias)
 
 
+class _ChannelwiseFn(_NotBatched):
+    @staticmethod
+    def forward(x, op):  # noqa: ANN001, ANN205
+        raise RuntimeError("_ChannelwiseFn runs only under vmap (a fused model's forward)")
+
+    @staticmethod
+    def vmap(info, in_dims, x, op):  # noqa: ANN001, ANN205
+        size = info.batch_size
+        if in_dims[0] is None:
+            x = x.unsqueeze(1).expand(x.shape[0], size, *x.shape[1:])
+        elif in_dims[0] != 1:
+            x = x.movedim(in_dims[0], 1)
+        out = op(x.reshape(x.shape[0], size * x.shape[2], *x.shape[3:]))
+        return torch.ops.aten._unsafe_view(out, (x.shape[0], size, x.shape[2], *out.shape[2:])), 1
+
+
+class FusedPool(nn.Module):
+    """A pooling module applied to the group's (N, B*C, H, W) activations as they lie: pooling acts
+    per channel, so this is each model's pooling, in the solo run's memory layout (vmap's rule
+    folds the group into the batch dimension instead, a copy into another layout)."""
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _ChannelwiseFn.apply(x, self.pool)
+
+
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
 class FusedBatchNorm2d(nn.Module):
     """BatchNorm2d whose forward, under vmap over stacked tensors, is one batch norm over B x C
     channels; the bookkeeping (`num_batches_tracked`, train/eval) is nn.BatchNorm2d's."""
@@ -239,6 +274,8 @@ def _replace(parent: nn.Module, generators: Sequence[torch.Generator]) -> None:
     for name, child in parent.named_children():
         if type(child) is nn.BatchNorm2d:
             setattr(parent, name, FusedBatchNorm2d(child))
+        elif type(child) in _POOLS and not getattr(child, "return_indices", False):
+            setattr(parent, name, FusedPool(child))
         elif type(child) is nn.Linear:
             setattr(parent, name, FusedLinear(child))
         elif type(child) is nn.Dropout:
