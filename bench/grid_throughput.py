@@ -89,7 +89,9 @@ def grid_recipes(count: int, epochs: int, batch_size: int, channels_last: bool =
         epochs=epochs, batch_size=batch_size, eval_batch_size=batch_size, channels_last=channels_last
     )
     return [
-        dataclasses.replace(base, lr=0.05 * 10 ** (0.2 * (i % 3 - 1)), weight_decay=5e-4 * 10 ** (0.4 * (i // 3 % 3 - 1)))
+        dataclasses.replace(
+            base, lr=0.05 * 10 ** (0.2 * (i % 3 - 1)), weight_decay=5e-4 * 10 ** (0.4 * (i // 3 % 3 - 1))
+        )
         for i in range(count)
     ]  # fmt: skip
 
@@ -169,7 +171,8 @@ def main() -> None:
                     figures = measure(run, device, images)
                 except torch.OutOfMemoryError:
                     print(
-                        f"{model_name:<18} {f'fused {group} {layout}':<14} {'OOM':>10}  (larger groups skipped)"
+                        f"{model_name:<18} {f'fused {group} {layout}':<14} {'OOM':>10}  "
+                        "(larger groups skipped)"
                     )
                     torch.cuda.empty_cache()
                     break
@@ -179,7 +182,8 @@ def main() -> None:
 def report(model: str, config: str, figures: dict, solo_rate: float) -> None:
     notes = f"graphed {figures['graphed']}, {'/'.join(sorted(figures['status']))}"
     print(
-        f"{model:<18} {config:<14} {figures['images_per_s']:>10.0f} {figures['images_per_s'] / solo_rate:>7.2f} "
+        f"{model:<18} {config:<14} {figures['images_per_s']:>10.0f} "
+        f"{figures['images_per_s'] / solo_rate:>7.2f} "
         f"{figures['runs_per_hour']:>8.2f} {figures['peak_mb']:>9.0f}  {notes}",
         flush=True,
     )

@@ -23,7 +23,8 @@ the file a group wrote), members may resume at different epochs, and on the CPU 
 finishes bit for bit as an uninterrupted one.
 
 Results: one `TrainResult` per model, as `train()` returns it; `seconds` are the wall times of the
-epochs it trained in (shared with the group), `optimizer` is "sgd-group-fused" (or -foreach: the kernel solo SGD uses there), and `fast_path`
+epochs it trained in (shared with the group), `optimizer` is "sgd-group-fused" (or -foreach:
+the kernel solo SGD uses there), and `fast_path`
 adds `fused: True` and `group_size` (the most models it shared steps with in this call; 0 when it
 trained no epoch here, e.g. resumed already finished). `torch.compile` is not supported (a
 TrainingError: train such runs one by one).
@@ -396,7 +397,8 @@ def train_group(
             init_kaiming(model)
         model.to(device, memory_format=memory_format)
         member = _Member(
-            index, model, recipe, torch.Generator().manual_seed(recipe.seed), _rng_after_init(device), checkpoint,
+            index, model, recipe, torch.Generator().manual_seed(recipe.seed), _rng_after_init(device),
+            checkpoint,
             None if snapshot is None else (int(snapshot[0]), Path(snapshot[1])),
         )  # fmt: skip
         if checkpoint is not None and checkpoint.exists():

@@ -10,7 +10,10 @@ the grouped conv (and a conv whose input is shared by all models one conv with B
 linear becomes a batched matmul, and functional glue acts per model with no code of ours.
 Activations stay in the grouped layout (N, B, C, H, W) = (N, B*C, H, W) between convs, so there
 is no transpose per layer. BatchNorm and Dropout have rules of our own (`fused/rules.py`).
-Autograd records the physical ops, so backward is one grouped backward, not B of them.
+Autograd records the physical ops, so backward is one grouped backward, not B of them. The
+fused rules and the per-model loss make the fused computation, on the CPU in float64, bit for bit
+the solo runs' for the registry's CIFAR nets (channels_last or not) and the torchvision nets in
+NCHW (tests/engine/test_fused_*.py).
 
 Stacked layout: parameter `name` of model k is `stacked[name][k]`; conv weights are stacked in the
 run's memory format (channels_last: each model's slice is an NHWC weight, and B x O merges into
@@ -34,17 +37,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from workers.engine.fused.rules import template
+from workers.engine.fused.rules import has_foreign_hooks, template
 from workers.engine.training import TrainingError
 
 _ORIG, _MASK = "_orig", "_mask"
 
 
 def _architecture(model: nn.Module) -> tuple:
-    """What must agree for models to be fused: modules (type and settings) and tensors (name, shape, dtype)."""
-    modules = tuple((name, type(m).__name__, m.extra_repr()) for name, m in model.named_modules())
+    """What must agree for models to be fused: modules (type, settings, hooks) and tensors (name,
+    shape, dtype, trainable). Devices may differ: the stacked tensors go to the group's device."""
+    modules = tuple(
+        (name, type(m).__name__, m.extra_repr(), has_foreign_hooks(m)) for name, m in model.named_modules()
+    )
     tensors = tuple(
-        (name, tuple(t.shape), t.dtype, t.device.type, getattr(t, "requires_grad", False))
+        (name, tuple(t.shape), t.dtype, getattr(t, "requires_grad", False))
         for name, t in [*model.named_parameters(), *model.named_buffers()]
     )
     return modules, tensors
@@ -133,7 +139,7 @@ class FusedModel:
             for name in self.param_names
             if name.endswith(_ORIG) and name[: -len(_ORIG)] + _MASK in self.buffers
         }
-        self._batched = {}  # vmapped forward per (input batched, labels given)
+        self._batched = {}  # the vmapped forward, for a shared and for a per-model input
         self.train()
 
     # ---- state
@@ -190,7 +196,7 @@ class FusedModel:
             )  # the pruning hook's weight_orig * weight_mask
         return params, buffers
 
-    def _vmapped(self, batched_input: bool):  # noqa: ANN202
+    def _vmapped(self, batched_input: bool):
         if batched_input not in self._batched:
             model = self.template
 

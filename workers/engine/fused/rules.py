@@ -24,14 +24,15 @@ chunk, view/transpose act per model) except:
   the CPU it is bit for bit the solo mask. Each `FusedDropout` reads the group's per-model
   generators, a list the fused model owns.
 
-Both are `torch.autograd.Function`s with a `vmap` staticmethod whose body is ordinary torch ops on
-the physical (stacked) tensors, so autograd records and differentiates those ops; their own
-`forward`/`backward` are never used (outside vmap they raise).
+Each rule is a `torch.autograd.Function` with a `vmap` staticmethod whose body is ordinary torch
+ops on the physical (stacked) tensors, so autograd records and differentiates those ops; their
+own `forward`/`backward` are never used (outside vmap they raise).
 
 `template(model)` is the module whose forward runs under vmap: a copy of one member with pruning
 hooks folded away (the fused model applies the stacked masks itself), every BatchNorm2d, Linear,
-pooling and Dropout module replaced by the layers here, and in-place activations made out-of-place (same values; an
-in-place op on a vmapped activation would make autograd copy the tensor it is a view of).
+pooling and Dropout module replaced by the layers here, and in-place activations made
+out-of-place (same values; an in-place op on a vmapped activation would make autograd copy the
+tensor it is a view of).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class _NotBatched(torch.autograd.Function):
     """Base of the rules: usable only under vmap (a fused model never calls them otherwise)."""
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - autograd.Function protocol
+    def setup_context(ctx, inputs, output) -> None:
         pass
 
     @staticmethod
@@ -67,7 +68,7 @@ class _BatchNormFn(_NotBatched):
         raise RuntimeError("_BatchNormFn runs only under vmap (a fused model's forward)")
 
     @staticmethod
-    def vmap(info, in_dims, x, weight, bias, running_mean, running_var, training, momentum, eps):  # noqa: ANN001, ANN205
+    def vmap(info, in_dims, x, weight, bias, running_mean, running_var, training, momentum, eps):
         size = info.batch_size
         x_dim = in_dims[0]
         if x_dim is None:
@@ -243,7 +244,8 @@ class FusedDropout(nn.Module):
         return _DropoutFn.apply(x, self.p, self.generators)
 
 
-def _has_foreign_hooks(module: nn.Module) -> bool:
+def has_foreign_hooks(module: nn.Module) -> bool:
+    """Whether `module` has hooks other than torch.nn.utils.prune's (a fused forward would skip them)."""
     hooks = [
         *module._forward_hooks.values(),
         *module._forward_pre_hooks.values(),
@@ -256,7 +258,7 @@ def template(model: nn.Module, generators: Sequence[torch.Generator]) -> nn.Modu
     """The module a fused forward runs under vmap (see the module docstring); its own tensors live
     on the meta device: every parameter and buffer is supplied by the fused model."""
     for name, module in model.named_modules():
-        if _has_foreign_hooks(module):
+        if has_foreign_hooks(module):
             raise TrainingError(f"cannot fuse {type(model).__name__}: module {name or '(root)'!r} has hooks")
         if isinstance(module, nn.modules.dropout._DropoutNd) and type(module) is not nn.Dropout:
             raise TrainingError(f"cannot fuse {type(model).__name__}: {type(module).__name__} at {name!r}")

@@ -83,6 +83,7 @@ class FusedSGD:
                             f"{tuple(p.shape)} strides {p.stride()}"
                         )
         self.implementation = sgd_implementation(first.dtype, first.device)
+        self._sliced_for: list[int] = []
 
     def set_lr(self, lrs: Sequence[float]) -> None:
         """The learning rate of each model for the coming steps (in place: graphs read this tensor)."""
@@ -105,12 +106,20 @@ class FusedSGD:
         with_grad = [i for i, p in enumerate(self.params) if p.grad is not None]  # as SGD: skip the rest
         if not with_grad:
             return
+        if with_grad != self._sliced_for:  # model k's views of the parameters and buffers, made once
+            self._sliced_for = with_grad
+            self._param_slices = [[self.params[i][k] for i in with_grad] for k in range(self.size)]
+            self._buffer_slices = [
+                [self.buffers[i][k] for i in with_grad] if self.buffers else [None] * len(with_grad)
+                for k in range(self.size)
+            ]
         fused = self.implementation == "sgd-group-fused"
+        grads = [self.params[i].grad for i in with_grad]
         for k in range(self.size):
             sgd(
-                [self.params[i][k] for i in with_grad],
-                [self.params[i].grad[k] for i in with_grad],
-                [self.buffers[i][k] for i in with_grad] if self.buffers else [None] * len(with_grad),
+                self._param_slices[k],
+                [g[k] for g in grads],
+                self._buffer_slices[k],
                 foreach=not fused,
                 fused=fused,
                 weight_decay=self.weight_decays[k],
