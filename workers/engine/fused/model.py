@@ -200,7 +200,7 @@ class FusedModel:
         if batched_input not in self._batched:
             model = self.template
 
-            def forward(params, buffers, x):  # noqa: ANN001, ANN202
+            def forward(params, buffers, x):
                 return functional_call(model, (params, buffers), (x,))
 
             x_dim = 1 if batched_input else None

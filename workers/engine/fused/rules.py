@@ -58,13 +58,13 @@ class _NotBatched(torch.autograd.Function):
         pass
 
     @staticmethod
-    def backward(ctx, *grads):  # noqa: ANN001, ANN205
+    def backward(ctx, *grads):
         raise RuntimeError("fused rules are differentiated through their vmap body")
 
 
 class _BatchNormFn(_NotBatched):
     @staticmethod
-    def forward(x, weight, bias, running_mean, running_var, training, momentum, eps):  # noqa: ANN001, ANN205
+    def forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
         raise RuntimeError("_BatchNormFn runs only under vmap (a fused model's forward)")
 
     @staticmethod
@@ -103,11 +103,11 @@ class _BatchNormFn(_NotBatched):
 
 class _DropoutFn(_NotBatched):
     @staticmethod
-    def forward(x, p, generators):  # noqa: ANN001, ANN205
+    def forward(x, p, generators):
         raise RuntimeError("_DropoutFn runs only under vmap (a fused model's forward)")
 
     @staticmethod
-    def vmap(info, in_dims, x, p, generators):  # noqa: ANN001, ANN205
+    def vmap(info, in_dims, x, p, generators):
         if in_dims[0] is None:
             x = x.unsqueeze(0).expand(info.batch_size, *x.shape)
         else:
@@ -131,11 +131,11 @@ class _DropoutFn(_NotBatched):
 
 class _LinearFn(_NotBatched):
     @staticmethod
-    def forward(x, weight, bias):  # noqa: ANN001, ANN205
+    def forward(x, weight, bias):
         raise RuntimeError("_LinearFn runs only under vmap (a fused model's forward)")
 
     @staticmethod
-    def vmap(info, in_dims, x, weight, bias):  # noqa: ANN001, ANN205
+    def vmap(info, in_dims, x, weight, bias):
         size = info.batch_size
         x = x.unsqueeze(0).expand(size, *x.shape) if in_dims[0] is None else x.movedim(in_dims[0], 0)
         weight = weight.unsqueeze(0).expand(size, *weight.shape) if in_dims[1] is None else weight
@@ -167,11 +167,11 @@ class FusedLinear(nn.Module):
 
 class _ChannelwiseFn(_NotBatched):
     @staticmethod
-    def forward(x, op):  # noqa: ANN001, ANN205
+    def forward(x, op):
         raise RuntimeError("_ChannelwiseFn runs only under vmap (a fused model's forward)")
 
     @staticmethod
-    def vmap(info, in_dims, x, op):  # noqa: ANN001, ANN205
+    def vmap(info, in_dims, x, op):
         size = info.batch_size
         if in_dims[0] is None:
             x = x.unsqueeze(1).expand(x.shape[0], size, *x.shape[1:])
