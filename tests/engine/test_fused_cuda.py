@@ -103,3 +103,17 @@ def test_the_fused_step_with_dropout_is_graphed():
         assert result.fast_path["cuda_graph"] is True, result.fast_path.get("cuda_graph_error")
         assert result.status == "succeeded"
         assert all(math.isfinite(m.train_loss) and math.isfinite(m.val_loss) for m in result.history)
+
+
+def test_a_diverging_model_does_not_reach_the_others(digits):
+    base = Recipe(epochs=3, batch_size=64, milestones=(0.5,), weight_decay=5e-4)
+    recipes = [dataclasses.replace(base, lr=lr, seed=seed) for lr, seed in ((0.05, 0), (1e30, 1), (0.1, 2))]
+    make = functools.partial(build_model, "digits_cnn", num_classes=10)
+    results = train_group([make() for _ in recipes], digits, recipes, device="cuda")
+    assert [r.status for r in results] == ["succeeded", "diverged", "succeeded"]
+    for recipe, result in zip(recipes, results, strict=True):
+        if result.status == "diverged":
+            continue
+        solo = train(make(), digits, recipe, device="cuda")
+        assert all(math.isfinite(m.train_loss) for m in result.history)
+        assert abs(result.top1 - solo.top1) <= 3.0, (recipe.lr, result.top1, solo.top1)
