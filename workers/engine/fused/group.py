@@ -24,10 +24,9 @@ finishes bit for bit as an uninterrupted one.
 
 Results: one `TrainResult` per model, as `train()` returns it; `seconds` are the wall times of the
 epochs it trained in (shared with the group), `optimizer` is "sgd-group-fused" (or -foreach:
-the kernel solo SGD uses there), and `fast_path`
-adds `fused: True` and `group_size` (the most models it shared steps with in this call; 0 when it
-trained no epoch here, e.g. resumed already finished). `torch.compile` is not supported (a
-TrainingError: train such runs one by one).
+the kernel solo SGD uses there), and `fast_path` adds `fused: True` and `group_size` (the most
+models it shared steps with in this call; 0 when it trained no epoch here, e.g. resumed already
+finished). `torch.compile` is not supported (a TrainingError: train such runs one by one).
 """
 
 from __future__ import annotations
