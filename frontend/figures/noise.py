@@ -97,12 +97,14 @@ def point_map_figure(
             name=VIEW_WORDS[view],
         )
     )
+    outlines = []
     if view == "membership" and level is not None:
         for ellipse in rec.ellipses(analysis, variant):
             if ellipse["level"] == float(level):
                 xs, ys = ellipse_outline(
                     ellipse["centre"], ellipse["length"], ellipse["width"], ellipse["angle_deg"]
                 )
+                outlines.append((xs, ys))
                 fig.add_trace(
                     go.Scatter(
                         x=xs,
@@ -132,7 +134,20 @@ def point_map_figure(
         legend=dict(orientation="h", yanchor="top", y=-0.18, x=0.0, font=dict(size=11)),
         margin=dict(l=60, r=10, t=10, b=100),
     )
+    x_range, y_range = rec.axis_ranges(grid, points, outlines)
+    if x_range:  # the cells (half a step beyond the outer points) and the ellipse, whole
+        half_x, half_y = _half_step(grid["x"]), _half_step(grid["y"])
+        fig.update_xaxes(
+            range=[min(x_range[0], grid["x"][0] - half_x), max(x_range[1], grid["x"][-1] + half_x)]
+        )
+        fig.update_yaxes(
+            range=[min(y_range[0], grid["y"][0] - half_y), max(y_range[1], grid["y"][-1] + half_y)]
+        )
     return fig
+
+
+def _half_step(axis: list[float]) -> float:
+    return (axis[1] - axis[0]) / 2 if len(axis) >= 2 else 0.1
 
 
 def _value_text(view: str, value: float | None) -> str:

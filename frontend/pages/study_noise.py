@@ -62,7 +62,17 @@ def view_options(analysis: dict) -> list[dict]:
 
 
 def level_options(analysis: dict) -> list[dict]:
-    return [{"label": f" {level!r}", "value": level} for level in rec.roi_levels(analysis)]
+    # the record's level keys as values: a number would come back from the browser as 1, not 1.0
+    return [{"label": f" {level!r}", "value": rec.level_key(level)} for level in rec.roi_levels(analysis)]
+
+
+def chosen_level(analysis: dict, value: object) -> float | None:
+    """The ROI level the radio names (a level key), else the first level (a forged value too)."""
+    levels = rec.roi_levels(analysis)
+    by_key = {rec.level_key(level): level for level in levels}
+    if isinstance(value, str) and value in by_key:
+        return by_key[value]
+    return levels[0] if levels else None
 
 
 def best_ci_text(analysis: dict, variant: str) -> str:
@@ -165,7 +175,8 @@ def resampling_notes(analysis: dict) -> list[str]:
     return notes
 
 
-def view_note(analysis: dict, view: str, level: float | None) -> str:
+def view_note(analysis: dict, view: str, level_value: object) -> str:
+    level = chosen_level(analysis, level_value)
     if view == "spread":
         return "Colour: the standard deviation of each point's seeds (pp; n - 1). Hover: mean ± std (seeds)."
     if view == "count":
@@ -176,9 +187,8 @@ def view_note(analysis: dict, view: str, level: float | None) -> str:
     )
 
 
-def view_cards(analysis: dict, view: str, level: float | None) -> list:
-    levels = rec.roi_levels(analysis)
-    level = level if level in levels else (levels[0] if levels else 0.5)  # a forged value: the first
+def view_cards(analysis: dict, view: str, level_value: object) -> list:
+    level = chosen_level(analysis, level_value)
     return [
         figure_card(
             f"noise-{view}-{variant}",
@@ -223,6 +233,6 @@ def register(app: Dash) -> None:
         if not data or "error" in data:
             raise PreventUpdate
         analysis = data["analysis"]
-        levels = rec.roi_levels(analysis)
-        chosen = level if level in levels else (levels[0] if levels else None)
-        return view_options(analysis), level_options(analysis), chosen, noise_panel(analysis)
+        chosen = chosen_level(analysis, level)
+        key = rec.level_key(chosen) if chosen is not None else None
+        return view_options(analysis), level_options(analysis), key, noise_panel(analysis)
