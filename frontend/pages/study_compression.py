@@ -194,11 +194,9 @@ def scans_view(data: dict) -> list:
     cards = []
     for chart in charts:
         note = fragile_text(chart["curves"]) if chart["scan"] is not None else None
-        cards.append(
-            figure_card(
-                chart["name"], chart["title"], sensitivity_figure(chart["curves"], metric=metric), note=note
-            )
-        )
+        figure = sensitivity_figure(chart["curves"], metric=metric)
+        figure.update_layout(showlegend=True)  # a single curve is named too: which scan it is
+        cards.append(figure_card(chart["name"], chart["title"], figure, note=note))
     items.append(html.Div(cards, className="grid-2", id="scan-cards"))
     return items
 
