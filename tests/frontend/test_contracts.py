@@ -190,6 +190,10 @@ def test_the_noise_readers_read_the_real_three_seed_record(noisy):
         "u50: the shift test resampled seeds per point and recomputed the ROI each time."
     ]
     assert not any(option["disabled"] for option in sn.view_options(noisy))
+    # the level radio carries the record's keys ("1.0": a number would come back as 1)
+    assert [o["value"] for o in sn.level_options(noisy)] == ["0.5", "1.0"]
+    assert sn.chosen_level(noisy, "1.0") == 1.0
+    assert sn.chosen_level(noisy, 1) == sn.chosen_level(noisy, "../1") == 0.5  # forged: the first level
     # every point's membership lands in its own grid cell, and its spread and seeds too
     points = rec.landscape_points(noisy, "u50")
     membership = noisy["results"]["u50"]["roi_membership"]["1.0"]
@@ -396,6 +400,7 @@ def test_the_latency_panel_shows_the_apis_rows_of_the_selected_runtime_only(digi
     assert [o["value"] for o in options] == ["onnxruntime-cpu", "torch-cpu"]
     assert lp.runtime_choice(data, "torch-cpu")[1] == "torch-cpu"
     assert lp.runtime_choice(data, "no-such-runtime")[1] == "onnxruntime-cpu"
+    assert lp.batch_choice(data, "32")[1] == "32" and lp.batch_choice(data, ["1"])[1] == "1"
     assert lp.batch_choice(data) == ([{"label": " 1", "value": "1"}, {"label": " 32", "value": "32"}], "1")
 
     by_runtime = compare["latency"]["by_runtime"]
