@@ -242,10 +242,22 @@ def charts(data: dict, runtime: str | None, batch: str | None, metric: str) -> l
     ]
 
 
+def untimed_notes(data: dict, runtime: str | None) -> list[str]:
+    """Variants without a latency figure or ratio on `runtime`, with the API's reason."""
+    if not runtime:
+        return []
+    return [
+        f"{row['variant']}: no latency ratio on {runtime}: {row['latency_reason']}"
+        for row in sd.measurement_rows(data, runtime)
+        if row["latency_reason"] and row["kind"] != "base"
+    ]
+
+
 def notes(data: dict, runtime: str | None) -> list:
     items = [
         html.P(text, className="note latency-unstructured") for text in unstructured_notes(data, runtime)
     ]
+    items += [html.P(text, className="note latency-untimed") for text in untimed_notes(data, runtime)]
     slower = not_faster_messages(data, runtime)
     items += [html.P(text, className="verdict not-faster") for text in slower]
     if runtime and not slower and any(r["kind"] in PRUNED_KINDS for r in sd.measurement_rows(data)):

@@ -153,12 +153,22 @@ def within_noise_warnings(analysis: dict) -> list[str]:
 
 
 def estimate_notes(analysis: dict) -> list[str]:
-    """Variants whose noise is estimated from a fit rather than measured over seeds."""
-    return [
-        f"{variant}: the noise ({fmt(noise['std'], 3)} pp) is {FIT_WORDS}, from {noise['n_points_used']} points."
-        for variant in rec.variant_names(analysis)
-        if (noise := rec.noise(analysis, variant)) and noise["estimate"]
-    ]
+    """Variants whose noise is estimated from a fit rather than measured over seeds, and those
+    with no estimate at all (the record's reason: too few points for the fit)."""
+    notes = []
+    for variant in rec.variant_names(analysis):
+        noise = rec.noise(analysis, variant)
+        if not noise or not noise["estimate"]:
+            continue
+        if finite(noise["std"]):
+            notes.append(
+                f"{variant}: the noise ({fmt(noise['std'], 3)} pp) is {FIT_WORDS}, from {noise['n_points_used']} points."
+            )
+        else:
+            notes.append(
+                f"{variant}: no noise estimate yet ({noise['reason'] or 'too few points for the fit'})."
+            )
+    return notes
 
 
 def resampling_notes(analysis: dict) -> list[str]:

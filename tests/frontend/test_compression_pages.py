@@ -212,6 +212,8 @@ def test_latency_is_shown_one_runtime_at_a_time_and_no_ratio_mixes_runtimes(serv
     (h16,) = [r for r in _table(page, "measurements")["data"] if r["variant"] == "h16"]
     assert h16["latency_ms"] is None and h16["latency_ratio"] is None and h16["latency_ratio_32"] is None
     assert "fp16" in h16["latency_reason"]
+    notes = page.locator("#latency-notes").inner_text()
+    assert f"h16: no latency ratio on onnxruntime-cpu: {h16['latency_reason']}" in notes
     page.wait_for_timeout(500)
     page.locator("#latency-panel").screenshot(path=str(SCREENSHOTS / "study-latency.png"))
 

@@ -232,6 +232,19 @@ def test_the_noise_readers_read_the_real_one_seed_record(one_seed):
     ]
 
 
+def test_too_few_points_for_the_fit_say_so_instead_of_a_number():
+    table = [dict(r, run_id=n + 1) for n, r in enumerate(synthetic_rows(seeds=1)) if r["variant"] == "base"][
+        :4
+    ]
+    few = analyse(table).to_dict()
+    noise = few["results"]["base"]["noise"]
+    assert noise["std"] is None and noise["reason"]
+    assert sn.estimate_notes(few) == [f"base: no noise estimate yet ({noise['reason']})."]
+    (row,) = sn.noise_rows(few)
+    assert (row["within_0.5"], row["within_1.0"], row["note"]) == ("—", "—", noise["reason"])
+    assert sn.within_noise_warnings(few) == []
+
+
 # --- scans, iterations and latency (issues 17, 18): what the real jobs write -----------------------
 @pytest.fixture(scope="module")
 def digits_jobs(tmp_path_factory) -> dict:
@@ -430,6 +443,9 @@ def test_the_latency_panel_shows_the_apis_rows_of_the_selected_runtime_only(digi
     (it2_ort,) = [r for r in sd.measurement_rows(data, "onnxruntime-cpu") if r["variant"] == "it2"]
     assert it2_ort["latency_ms"] is None and it2_ort["latency_ratio"] is None
     assert "not timed on onnxruntime-cpu" in it2_ort["latency_reason"]
+    (untimed,) = lp.untimed_notes(data, "onnxruntime-cpu")
+    assert untimed.startswith("it2: no latency ratio on onnxruntime-cpu: not timed on onnxruntime-cpu")
+    assert lp.untimed_notes(data, "torch-cpu") == []
     (note,) = lp.unstructured_notes(data, "onnxruntime-cpu")
     assert note.startswith("u80 (unstructured): ") and "dense kernels do not skip zeros" in note
     assert "MB sparse encoding" in note
