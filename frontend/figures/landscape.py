@@ -84,7 +84,7 @@ def landscape_figure(
     hover = (
         "run %{customdata[0]}<br>lr %{customdata[1]:.3g}, wd %{customdata[2]:.3g}<br>"
         + label
-        + " %{customdata[3]:.2f}<br>seeds %{customdata[4]}<extra>%{fullData.name}</extra>"
+        + " %{customdata[5]}<extra>%{fullData.name}</extra>"  # mean ± std (n seeds)
     )
     if finished:
         fig.add_trace(

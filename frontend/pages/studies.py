@@ -7,6 +7,7 @@ import asyncio
 from dash import Dash, Input, Output, dcc, html
 
 from frontend.api_client import ApiError
+from frontend.pages import compare
 from frontend.pages.components import fmt, progress_bar, status_badge
 from frontend.pages.study_record import study_summary
 from frontend.pages.token import STORE_ID as TOKEN_STORE
@@ -91,7 +92,8 @@ def render_table(studies: list[dict], text: str | None, statuses: list[str] | No
     if not rows:
         return html.P("No study matches." if studies else "No studies yet. Start one or import a CSV.")
     header = html.Tr(
-        [
+        [html.Th("compare", title="tick studies, then 'Compare selected'")]
+        + [
             html.Th(h)
             for h in ("study", "model", "dataset", "variants", "status", "progress", "best top-1 per variant")
         ]
@@ -110,6 +112,7 @@ def render_table(studies: list[dict], text: str | None, statuses: list[str] | No
         body.append(
             html.Tr(
                 [
+                    compare.pick_cell(r["id"]),
                     html.Td(dcc.Link(r["name"], href=f"/studies/{r['id']}", className="study-link")),
                     html.Td(r["model"] or ("imported" if r["kind"] == "imported" else "—")),
                     html.Td(r["dataset"] or "—"),
@@ -122,7 +125,8 @@ def render_table(studies: list[dict], text: str | None, statuses: list[str] | No
                 className="study-row",
             )
         )
-    return html.Table([html.Thead(header), html.Tbody(body)], className="plain", id="studies-list")
+    table = html.Table([html.Thead(header), html.Tbody(body)], className="plain", id="studies-list")
+    return html.Div([compare.selected_link(), table])
 
 
 def register(app: Dash, client_factory) -> None:

@@ -18,11 +18,10 @@ from frontend.figures import (
     kept_fractions_figure,
     landscape_figure,
     risk_box_figure,
-    sensitivity_figure,
-    tradeoff_figure,
     weight_histogram_figure,
 )
 from frontend.figures import record as rec
+from frontend.pages import latency_panel, study_compression, study_extensions, study_noise
 from frontend.pages import study_data as sd
 from frontend.pages.components import data_table, figure_card, fmt, progress_bar, status_badge
 from frontend.pages.study_record import active_runs, study_is_done, study_is_open, study_summary
@@ -98,10 +97,12 @@ def layout(study_id: str) -> html.Div:
                 className="controls panel",
             ),
             html.H2("Landscapes"),
+            study_noise.view_control(),
             html.P(id="study-scale-note", className="note"),
             html.Div(id="study-landscapes", className="grid-cards"),
             html.H2("ROI ellipses"),
             html.Div(id="study-ellipse-table", className="panel"),
+            study_noise.section(),
             html.H2("Performance risk of not retuning"),
             html.Div(id="study-risk-table", className="panel"),
             html.Div(id="study-shift", className="panel"),
@@ -114,21 +115,7 @@ def layout(study_id: str) -> html.Div:
                 id="study-risk-boxes",
                 className="grid-2",
             ),
-            html.H2("Accuracy vs cost"),
-            html.P(id="study-cost-note", className="wait-note"),
-            html.Div(
-                [
-                    html.Div(
-                        [
-                            figure_card("tradeoff-latency", "Accuracy vs latency (batch 1)"),
-                            figure_card("tradeoff-size", "Accuracy vs size on disk"),
-                        ],
-                        className="grid-2",
-                    ),
-                    html.Div(id="study-measure-table", className="panel", style={"marginTop": "16px"}),
-                ],
-                id="study-cost",
-            ),
+            latency_panel.section(),
             html.H2("Pruning"),
             html.Div(id="study-kept", className="grid-cards"),
             html.P(id="study-hist-note", className="wait-note"),
@@ -150,7 +137,7 @@ def layout(study_id: str) -> html.Div:
                 className="panel",
                 style={"marginTop": "16px"},
             ),
-            html.Div(id="study-sensitivity"),
+            study_compression.section(),
             html.H2("Grid extension"),
             html.Div(
                 [
@@ -160,6 +147,7 @@ def layout(study_id: str) -> html.Div:
                 ],
                 className="panel",
             ),
+            study_extensions.section(),
         ]
     )
 
@@ -249,6 +237,9 @@ def landscape_cards(analysis: dict, floor: float | None) -> list:
 
 
 def register(app: Dash, client_factory) -> None:
+    for panel in (study_noise, study_compression, latency_panel, study_extensions):
+        panel.register(app)  # each panel draws from the study-data store
+
     @app.callback(
         Output("study-data", "data"),
         Output("study-poll", "disabled"),
@@ -366,13 +357,17 @@ def register(app: Dash, client_factory) -> None:
         Output("study-scale-note", "children"),
         Input("study-data", "data"),
         Input("study-floor", "value"),
+        Input("landscape-view", "value"),
+        Input("landscape-level", "value"),
     )
-    def show_landscapes(data, floor):
+    def show_landscapes(data, floor, view, level):
         if not data or "error" in data:
             raise PreventUpdate
         analysis = data["analysis"]
         if "unavailable" in analysis:
             return [], f"No landscape yet: {analysis['unavailable']}"
+        if view in study_noise.POINT_VIEWS:  # spread, seeds or ROI membership instead of the mean
+            return study_noise.view_cards(analysis, view, level), study_noise.view_note(analysis, view, level)
         zmin, zmax = rec.colour_range(analysis, floor)
         scale = analysis.get("colour_scale") or {}
         note = (
@@ -434,16 +429,10 @@ def register(app: Dash, client_factory) -> None:
         )
 
     @app.callback(
-        Output({"type": "fig", "name": "tradeoff-latency"}, "figure"),
-        Output({"type": "fig", "name": "tradeoff-size"}, "figure"),
-        Output("study-measure-table", "children"),
         Output("study-kept", "children"),
-        Output("study-sensitivity", "children"),
         Output("study-extension", "children"),
         Output("study-extend", "disabled"),
         Output("study-hist-variant", "options"),
-        Output("study-cost", "style"),
-        Output("study-cost-note", "children"),
         Output("study-hist-panel", "style"),
         Output("study-hist-note", "children"),
         Input("study-data", "data"),
@@ -451,53 +440,20 @@ def register(app: Dash, client_factory) -> None:
     def show_measurements(data):
         if not data or "error" in data:
             raise PreventUpdate
-        metric = data["analysis"].get("metric", "top1")
-        rows = sd.measurement_rows(data)
-        table_rows, table_cols = sd.measurement_table(rows)
-        measure = [
-            html.H3("Variants measured"),
-            data_table("measurements", table_rows, table_cols),
-            html.P(sd.flops_note(data), className="note"),
-        ]
         kept = [
             figure_card(
                 f"kept-{name}", f"Kept filters per layer: {name}", kept_fractions_figure(name, fractions)
             )
             for name, fractions in sd.kept_fractions(data).items()
         ] or [html.P(sd.kept_fractions_note(data), className="wait-note")]
-        cost_note, measured = sd.measurements_note(data, rows)
-        scans = sd.sensitivity_scans(data)
-        sensitivity = (
-            [
-                html.H2("Sensitivity scans"),
-                figure_card(
-                    "sensitivity",
-                    "Accuracy after pruning without retraining",
-                    sensitivity_figure(scans, metric=metric),
-                ),
-            ]
-            if scans
-            else []
-        )
         hist_variants = [name for name, h in sd.histograms(data).items() if h]
         hist_note = "" if hist_variants else sd.histograms_note(data)
         extension, can_extend = sd.extension_panel(data)
         return (
-            tradeoff_figure(
-                rows,
-                cost_key="latency_ms",
-                cost_label=f"latency, batch 1 (ms, {sd.latency_on(data)[0] or 'not measured'})",
-                metric=metric,
-            ),
-            tradeoff_figure(rows, cost_key="size_mb", cost_label="size on disk (MB)", metric=metric),
-            measure,
             kept,
-            sensitivity,
             extension,
             not can_extend,
             hist_variants,
-            None if measured else HIDDEN,
-            cost_note,
             HIDDEN if hist_note else {"marginTop": "16px"},
             hist_note,
         )
