@@ -222,8 +222,8 @@ def noise_panel(analysis: dict) -> list:
     items.append(
         html.P(
             "An ROI level below twice the noise is within noise. With two or more seeds the noise is the "
-            "pooled std over seeds and the best point's interval a bootstrap over its seeds; with one seed "
-            "it is " + FIT_WORDS + ".",
+            "median over grid points of the std over their seeds, and the best point's interval a bootstrap "
+            "over the seeds (docs/spec.md section 7); with one seed it is " + FIT_WORDS + ".",
             className="note",
         )
     )
