@@ -193,6 +193,11 @@ class ApiClient:
     async def compare(self, study_id: int | str) -> dict:
         return await self.get(f"/studies/{resource_id(study_id, 'study')}/compare")
 
+    async def compare_studies(self, study_ids: list[int | str], metric: str = "top1") -> dict:
+        """GET /compare?studies=1,2,...: the chosen studies side by side (`StudiesCompare`)."""
+        ids = ",".join(str(resource_id(study_id, "study")) for study_id in study_ids)
+        return await self.get("/compare", studies=ids, metric=metric)
+
     async def variants(self, study_id: int | str) -> dict:
         return await self.get(f"/studies/{resource_id(study_id, 'study')}/variants")
 

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 
 from frontend.api_client import ApiClient, parse_id
 from frontend.dash_server import HttpCallbackBackend
-from frontend.pages import components, new, run, studies, study
+from frontend.pages import compare, components, new, run, studies, study
 from frontend.pages import token as api_token
 
 ASSETS = Path(__file__).parent / "assets"
@@ -113,7 +113,7 @@ def build_dash(server: FastAPI, client_factory: ClientFactory) -> Dash:
 
     components.register(app)
     api_token.register(app, client_factory)
-    for page in (studies, study, run, new):
+    for page in (studies, study, run, new, compare):
         page.register(app, client_factory)
     _replace_catchall(app)
     return app
@@ -127,6 +127,8 @@ def route(pathname: str, search: str = "") -> Any:
         return studies.layout()
     if parts == ["new"]:
         return new.layout()
+    if parts == ["compare"]:  # the studies come from the query string (?studies=1,2), checked there
+        return compare.layout()
     # Only ids the API could hold make a page (its callbacks check the id again: the store is forgeable).
     if len(parts) == 2 and parts[0] == "studies" and parse_id(parts[1]) is not None:
         return study.layout(parts[1], search)

@@ -16,7 +16,6 @@ from frontend.figures.common import (
     empty_figure,
     finite,
     metric_label,
-    pareto_front,
     plotly_text,
     variant_colour,
 )
@@ -69,19 +68,23 @@ def tradeoff_figure(
     cost_key: str,
     cost_label: str,
     metric: str = "top1",
+    front: Sequence[str] | None = None,
     log_x: bool = False,
     height: int = 360,
 ) -> go.Figure:
-    """Accuracy vs a cost (latency, size): one point per variant and the Pareto front over them.
+    """Accuracy vs a cost (latency, size): one point per variant and the Pareto front given.
 
     `rows`: [{'variant', metric: best accuracy, cost_key: value}], cheaper and more accurate is better.
+    `front`: the names on the Pareto front as the API computed it (`/compare`'s per-runtime
+    `pareto_front`), drawn as given; None draws none (the figure computes no front of its own).
     """
     points = [(row.get(cost_key), row.get(metric), row["variant"]) for row in rows]
     usable = [p for p in points if finite(p[0]) and finite(p[1])]
     if not usable:
         return empty_figure(f"no {cost_label} measured yet", height=height)
     fig = go.Figure()
-    front = pareto_front(usable)
+    by_name = {p[2]: p for p in usable}
+    front = sorted((by_name[name] for name in front or () if name in by_name), key=lambda p: p[0])
     if len(front) >= 2:
         fig.add_trace(
             go.Scatter(

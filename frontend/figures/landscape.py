@@ -43,10 +43,10 @@ ENDED_WITHOUT_RESULT = "failed or cancelled"
 
 
 def _hover_data(point: dict) -> list:
-    """[run id, lr, wd, value, seeds] with lr and wd as text (`hyper_text`): the first entry opens
-    the run page on click."""
-    run_id, _lr, _wd, value, seeds = rec.point_customdata(point)
-    return [run_id, hyper_text(point.get("lr")), hyper_text(point.get("wd")), value, seeds]
+    """`record.point_customdata` with lr and wd as text (`hyper_text`, the one format of every
+    page): [run id, lr, wd, value, seeds, 'mean ± std (n seeds)']; the run id opens its page."""
+    run_id, _lr, _wd, *rest = rec.point_customdata(point)
+    return [run_id, hyper_text(point.get("lr")), hyper_text(point.get("wd")), *rest]
 
 
 def landscape_figure(
@@ -113,7 +113,7 @@ def landscape_figure(
     hover = (
         "run %{customdata[0]}<br>lr %{customdata[1]}, wd %{customdata[2]}<br>"
         + label
-        + " %{customdata[3]:.2f}<br>seeds %{customdata[4]}<extra>%{fullData.name}</extra>"
+        + " %{customdata[5]}<extra>%{fullData.name}</extra>"  # mean ± std (n seeds)
     )
     if finished:
         fig.add_trace(

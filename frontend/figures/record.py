@@ -86,10 +86,27 @@ def grid_has_contour(grid: dict) -> bool:
     return len(grid["x"]) >= 2 and len(grid["y"]) >= 2 and len(values) >= 3
 
 
+def seed_summary(point: dict) -> str:
+    """'91.79 ± 0.21 (3 seeds)' for a point: the seed-mean, the spread over seeds (std, n - 1) and
+    how many seeds; one seed has no spread: '91.80 (1 seed)'."""
+    value, std, seeds = point.get("value"), point.get("std"), point.get("seeds") or 0
+    if not finite(value):
+        return "no result"
+    spread = f" ± {std:.2g}" if finite(std) else ""  # two significant figures: 0.013, 0.21, 1.2
+    return f"{value:.2f}{spread} ({seeds} seed{'' if seeds == 1 else 's'})"
+
+
 def point_customdata(point: dict) -> list[Any]:
-    """[run id, lr, wd, value, seeds]: the first entry opens the run page on click."""
+    """[run id, lr, wd, value, seeds, 'mean ± std (n)']: the first entry opens the run page on click."""
     run_id = point["run_ids"][0] if point.get("run_ids") else None
-    return [run_id, point.get("lr"), point.get("wd"), point.get("value"), point.get("seeds")]
+    return [
+        run_id,
+        point.get("lr"),
+        point.get("wd"),
+        point.get("value"),
+        point.get("seeds"),
+        seed_summary(point),
+    ]
 
 
 def ellipses(analysis: dict, variant: str) -> list[dict]:
@@ -250,3 +267,50 @@ def degenerate_notes(analysis: dict, variant: str) -> list[str]:
         for e in ellipses(analysis, variant)
         if is_degenerate(e)
     ]
+
+
+def roi_levels(analysis: dict) -> list[float]:
+    """The record's ROI levels (0.5, 1.0 by default), ascending."""
+    return sorted(float(level) for level in analysis.get("roi_levels") or [])
+
+
+def level_key(level: float) -> str:
+    """The record's key of an ROI level ('0.5', '1.0': backend/analysis/records.py level_key)."""
+    return repr(float(level))
+
+
+def roi_membership(analysis: dict, variant: str, level: float) -> list[float | None] | None:
+    """Each landscape point's frequency of membership in the `level`-ROI over seed resamples, in
+    `landscape_points` order; None with one seed (the record has no resamples to count)."""
+    membership = result(analysis, variant).get("roi_membership") or {}
+    values = membership.get(level_key(level))
+    if values is None:
+        return None
+    return [float(v) if finite(v) else None for v in values]
+
+
+def noise(analysis: dict, variant: str) -> dict | None:
+    """The variant's seed-noise record (backend/analysis/noise.py), or None before there is one:
+    std (pp), source 'seeds' | 'fit' (fit: one seed, an estimate), within_noise_below (2 x std),
+    roi_within_noise {level key: bool | None}, n_points_used, reason."""
+    record = result(analysis, variant).get("noise")
+    if not record:
+        return None
+    return {
+        "std": record["std"],
+        "source": record["source"],
+        "estimate": bool(record["estimate"]),
+        "n_points_used": record["n_points_used"],
+        "within_noise_below": record["within_noise_below"],
+        "roi_within_noise": dict(record["roi_within_noise"] or {}),
+        "reason": record["reason"],
+        "n_boot": record["n_boot"],
+        "ci_level": record["ci_level"],
+    }
+
+
+def shift_resampling(analysis: dict, variant: str) -> dict[str, str | None]:
+    """{level key: what the shift test's CI resampled}: 'seeds' (seeds per point, the ROI
+    recomputed each time), 'roi points' (one seed), or None (not tested)."""
+    shifts = result(analysis, variant).get("shift") or {}
+    return {level: (test or {}).get("resampling") for level, test in shifts.items()}

@@ -28,6 +28,11 @@ def graph_config(filename: str) -> dict:
     }
 
 
+# figure_card(csv=STUDY_CSV): the study page's figures, whose CSVs frontend/pages/study_downloads.py
+# builds from the numbers behind them.
+STUDY_CSV = "study-csv"
+
+
 def figure_card(
     name: str,
     title: str,

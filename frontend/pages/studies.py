@@ -11,6 +11,7 @@ from dash.exceptions import PreventUpdate
 
 from backend.run_states import STUDY_STATUSES
 from frontend.api_client import ApiError
+from frontend.pages import compare
 from frontend.pages.components import fmt_acc, run_progress, status_badge
 from frontend.pages.messages import error_text
 from frontend.pages.study_record import study_summary
@@ -94,7 +95,8 @@ def render_table(studies: list[dict], filtered: bool) -> html.Div | html.Table:
     if not rows:
         return html.P("No study matches." if filtered else "No studies yet. Start one or import a CSV.")
     header = html.Tr(
-        [
+        [html.Th("compare", title="tick studies, then 'Compare selected'")]
+        + [
             html.Th(h)
             for h in ("study", "model", "dataset", "variants", "status", "progress", "best top-1 per variant")
         ]
@@ -113,6 +115,7 @@ def render_table(studies: list[dict], filtered: bool) -> html.Div | html.Table:
         body.append(
             html.Tr(
                 [
+                    compare.pick_cell(r["id"]),
                     html.Td(dcc.Link(r["name"], href=f"/studies/{r['id']}", className="study-link")),
                     html.Td(r["model"] or ("imported" if r["kind"] == "imported" else "—")),
                     html.Td(r["dataset"] or "—"),
@@ -125,7 +128,8 @@ def render_table(studies: list[dict], filtered: bool) -> html.Div | html.Table:
                 className="study-row",
             )
         )
-    return html.Table([html.Thead(header), html.Tbody(body)], className="plain", id="studies-list")
+    table = html.Table([html.Thead(header), html.Tbody(body)], className="plain", id="studies-list")
+    return html.Div([compare.selected_link(), table])
 
 
 def next_offset(trigger: str | None, offset: int, total: int) -> int:

@@ -21,13 +21,18 @@ from frontend.api_client import ApiError, parse_id
 from frontend.figures import (
     kept_fractions_figure,
     risk_box_figure,
-    sensitivity_figure,
-    tradeoff_figure,
     weight_histogram_figure,
 )
 from frontend.figures import record as rec
+from frontend.pages import (
+    latency_panel,
+    study_compression,
+    study_downloads,
+    study_extensions,
+    study_noise,
+    study_runs,
+)
 from frontend.pages import study_data as sd
-from frontend.pages import study_downloads, study_runs
 from frontend.pages.components import (
     data_table,
     figure_card,
@@ -185,6 +190,8 @@ def _unavailable(metric: str, exc: ApiError) -> dict:
 def register(app: Dash, client_factory) -> None:
     study_runs.register(app, client_factory)
     study_downloads.register(app, client_factory)
+    for panel in (study_noise, study_compression, latency_panel, study_extensions):
+        panel.register(app)  # each panel draws from the study-data store
 
     @app.callback(
         Output("study-data", "data"),
@@ -374,8 +381,10 @@ def register(app: Dash, client_factory) -> None:
         Input("study-data", "data"),
         Input("study-floor", "value"),
         Input("study-scale", "value"),
+        Input("landscape-view", "value"),
+        Input("landscape-level", "value"),
     )
-    def show_landscapes(data, floor, scale):
+    def show_landscapes(data, floor, scale, view, level):
         if not data or "error" in data:
             raise PreventUpdate
         analysis = data["analysis"]
@@ -383,6 +392,9 @@ def register(app: Dash, client_factory) -> None:
         note = scale_note(analysis, floor, scale)
         if "unavailable" in analysis:
             note = f"No landscape yet: {analysis['unavailable']} " + LEGEND
+            return landscape_cards(data, floor, scale), note
+        if view in study_noise.POINT_VIEWS:  # spread, seeds or ROI membership instead of the mean
+            return study_noise.view_cards(analysis, view, level), study_noise.view_note(analysis, view, level)
         return landscape_cards(data, floor, scale), note
 
     @app.callback(
@@ -440,17 +452,11 @@ def register(app: Dash, client_factory) -> None:
         )
 
     @app.callback(
-        Output({"type": "fig", "name": "tradeoff-latency"}, "figure"),
-        Output({"type": "fig", "name": "tradeoff-size"}, "figure"),
-        Output("study-measure-table", "children"),
         Output("study-kept", "children"),
-        Output("study-sensitivity", "children"),
         Output("study-extension", "children"),
         Output("study-extend", "disabled"),
         Output("study-extend", "style"),
         Output("study-hist-variant", "options"),
-        Output("study-cost", "style"),
-        Output("study-cost-note", "children"),
         Output("study-hist-panel", "style"),
         Output("study-hist-note", "children"),
         Input("study-data", "data"),
@@ -458,15 +464,6 @@ def register(app: Dash, client_factory) -> None:
     def show_measurements(data):
         if not data or "error" in data:
             raise PreventUpdate
-        metric = data["analysis"].get("metric", "top1")
-        study_id = data["study"]["id"]
-        rows = sd.measurement_rows(data)
-        table_rows, table_cols = sd.measurement_table(rows)
-        measure = [
-            html.H3("Variants measured"),
-            data_table("measurements", table_rows, table_cols, filename=f"study-{study_id}-measurements.csv"),
-            html.P(sd.flops_note(data), className="note"),
-        ]
         kept = [
             figure_card(
                 f"kept-{name}",
@@ -476,42 +473,16 @@ def register(app: Dash, client_factory) -> None:
             )
             for name, fractions in sd.kept_fractions(data).items()
         ] or [html.P(sd.kept_fractions_note(data), className="wait-note")]
-        cost_note, measured = sd.measurements_note(data, rows)
-        scans = sd.sensitivity_scans(data)
-        sensitivity = (
-            [
-                html.H2("Sensitivity scans"),
-                figure_card(
-                    "sensitivity",
-                    "Accuracy after pruning without retraining",
-                    sensitivity_figure(scans, metric=metric),
-                    csv=CSV,
-                ),
-            ]
-            if scans
-            else []
-        )
         hist_variants = [name for name, h in sd.histograms(data).items() if h]
         hist_note = "" if hist_variants else sd.histograms_note(data)
         extension, can_extend = sd.extension_panel(data)
         imported = data["study"].get("kind") == "imported"
         return (
-            tradeoff_figure(
-                rows,
-                cost_key="latency_ms",
-                cost_label=f"latency, batch 1 (ms, {sd.latency_on(data)[0] or 'not measured'})",
-                metric=metric,
-            ),
-            tradeoff_figure(rows, cost_key="size_mb", cost_label="size on disk (MB)", metric=metric),
-            measure,
             kept,
-            sensitivity,
             extension,
             not can_extend,
             HIDDEN if imported else None,
             hist_variants,
-            None if measured else HIDDEN,
-            cost_note,
             HIDDEN if hist_note else {"marginTop": "16px"},
             hist_note,
         )

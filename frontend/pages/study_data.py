@@ -368,49 +368,15 @@ def measurement_rows(data: dict, runtime: str | None = None) -> list[dict]:
                 "latency_ms": b1.get("median_ms"),
                 "latency_ms_32": b32.get("median_ms"),
                 "latency_ratio": b1.get("latency_ratio"),
+                "latency_ratio_32": b32.get("latency_ratio"),
+                "not_faster": b1.get("not_faster"),
+                "not_faster_32": b32.get("not_faster"),
+                # why a cell is empty on this runtime (not timed here, not supported, base untimed)
+                "latency_reason": b1.get("reason") or b32.get("reason"),
                 "finished_runs": item["finished_runs"],
             }
         )
     return rows
-
-
-MEASURE_COLUMNS = [
-    ("variant", "variant", None),
-    ("kind", "kind", None),
-    ("params", "params", Format(group=",")),
-    ("params_nonzero", "non-zero params", Format(group=",")),
-    ("compression_rate", "compression rate (x)", Format(precision=3, scheme=Scheme.fixed)),
-    ("flops", "FLOPs", Format(precision=3, scheme=Scheme.exponent)),
-    ("flops_kept", "kept FLOPs ratio", Format(precision=3, scheme=Scheme.fixed)),
-    ("size_mb", "size (MB)", Format(precision=3, scheme=Scheme.fixed)),
-    ("size_sparse_mb", "sparse size (MB)", Format(precision=3, scheme=Scheme.fixed)),
-    ("latency_ms", "latency b1 (ms)", Format(precision=3, scheme=Scheme.fixed)),
-    ("latency_ms_32", "latency b32 (ms)", Format(precision=3, scheme=Scheme.fixed)),
-    ("latency_ratio", "latency / base b1 (same runtime)", Format(precision=3, scheme=Scheme.fixed)),
-    ("top1", "best top-1 (%)", Format(precision=2, scheme=Scheme.fixed)),
-    ("top5", "best top-5 (%)", Format(precision=2, scheme=Scheme.fixed)),
-    ("finished_runs", "finished runs", Format(group=",")),
-]
-
-
-def measurement_table(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    columns = []
-    for key, name, number_format in MEASURE_COLUMNS:
-        column = {"name": name, "id": key}
-        if number_format is not None:
-            column.update(type="numeric", format=number_format)
-        columns.append(column)
-    return rows, columns
-
-
-def flops_note(data: dict, runtime: str | None = None) -> str:
-    compare = (data.get("extras") or {}).get("compare") or {}
-    chosen, _ = latency_on(data, runtime)
-    where = f"on {chosen}, ratios within that runtime only" if chosen else "not measured yet"
-    return (
-        f"{compare.get('flops_convention', '')}. Latency: median of timed runs, {where}; "
-        "size: the saved artefact in MB (1e6 bytes)."
-    )
 
 
 # --- per-variant stored details ----------------------------------------------------------------
@@ -476,24 +442,6 @@ def histogram_series(data: dict, variant: str, layer: str) -> dict[str, dict]:
     if after:
         series[f"{variant} (after)"] = after
     return series
-
-
-def sensitivity_scans(data: dict) -> list[dict]:
-    """Curves {'label', 'fractions', 'accuracy'} from every variant's stored scans (VariantOut.scan:
-    a list of scans, each with its rows; a layer scan gives one curve per layer)."""
-    curves = []
-    for v in _variants(data):
-        for scan in v.get("scan") or []:
-            groups: dict[str | None, list[tuple[float, float]]] = {}
-            for row in scan["rows"]:
-                groups.setdefault(row["layer"], []).append((row["fraction"], row["top1"]))
-            for layer, pairs in groups.items():
-                pairs.sort()
-                label = " · ".join(p for p in (v["name"], scan["kind"], scan["scope"], layer) if p)
-                curves.append(
-                    {"label": label, "fractions": [p[0] for p in pairs], "accuracy": [p[1] for p in pairs]}
-                )
-    return curves
 
 
 # --- grid extension ----------------------------------------------------------------------------

@@ -15,15 +15,15 @@ from dash import MATCH, Dash, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from frontend.api_client import ApiError, parse_id
-from frontend.figures import pareto_front
 from frontend.figures import record as rec
 from frontend.figures.common import finite
+from frontend.pages import latency_panel
 from frontend.pages import study_data as sd
-from frontend.pages.components import rows_to_csv, slug
+from frontend.pages.components import STUDY_CSV, rows_to_csv, slug
 from frontend.pages.messages import error_text
 from frontend.pages.token import STORE_ID as TOKEN_STORE
 
-CSV_TYPE = "study-csv"  # figure_card(csv=CSV_TYPE): answered here
+CSV_TYPE = STUDY_CSV  # figure_card(csv=CSV_TYPE): answered here
 
 
 def _key(x: float, y: float) -> tuple[float, float]:
@@ -73,22 +73,40 @@ def _landscape_row(variant: str, metric: str, point: dict, scored: dict | None) 
     }
 
 
-def tradeoff_rows(data: dict, cost_key: str) -> tuple[list[dict], list[str]]:
-    """Accuracy vs one cost per variant, and whether the variant is on the Pareto front."""
-    metric = (data.get("analysis") or {}).get("metric", "top1")
-    rows = sd.measurement_rows(data)
-    front = {p[2] for p in pareto_front((r.get(cost_key), r.get(metric), r["variant"]) for r in rows)}
+def latency_rows(data: dict, runtime: str | None, batch: str | None) -> tuple[list[dict], list[str]]:
+    """Accuracy vs latency on the runtime and batch size the page shows (the API's median, the
+    variant's best top-1, whether the API puts it on that runtime's Pareto front)."""
+    _, runtime = latency_panel.runtime_choice(data, runtime)
+    _, batch = latency_panel.batch_choice(data, batch)
+    front = set(latency_panel.latency_front(data, runtime, batch))
+    rows = [
+        {
+            "variant": r["variant"],
+            "runtime": runtime,
+            "batch_size": batch,
+            "median_ms": r["latency_ms"],
+            "best_top1": r["top1"],
+            "on_pareto_front": r["variant"] in front,
+        }  # fmt: skip
+        for r in latency_panel.chart_rows(data, runtime, batch)
+    ]
+    return rows, ["variant", "runtime", "batch_size", "median_ms", "best_top1", "on_pareto_front"]
+
+
+def size_rows(data: dict) -> tuple[list[dict], list[str]]:
+    """Accuracy vs size on disk per variant (MB = 1e6 bytes), and the Pareto front over them."""
+    rows = latency_panel.size_rows(sd.measurement_rows(data))
+    front = set(latency_panel.size_front(rows))
     out = [
         {
             "variant": r["variant"],
-            "kind": r["kind"],
-            cost_key: r.get(cost_key),
-            f"best_{metric}": r.get(metric),
-            "on_pareto_front": r["variant"] in front if finite(r.get(cost_key)) else None,
-        }
+            "size_mb": r["size_mb"],
+            "best_top1": r["top1"],
+            "on_pareto_front": r["variant"] in front if finite(r["size_mb"]) else None,
+        }  # fmt: skip
         for r in rows
     ]
-    return out, ["variant", "kind", cost_key, f"best_{metric}", "on_pareto_front"]
+    return out, ["variant", "size_mb", "best_top1", "on_pareto_front"]
 
 
 def risk_rows(data: dict) -> tuple[list[dict], list[str]]:
@@ -153,8 +171,15 @@ def sensitivity_rows(data: dict) -> tuple[list[dict], list[str]]:
     return rows, ["curve", "fraction_pruned", metric]
 
 
-def figure_download(data: dict, name: str, *, hist: tuple[str | None, str | None] = (None, None)) -> dict:
-    """The CSV (text and file name) behind the study figure `name` (a figure_card name)."""
+def figure_download(
+    data: dict,
+    name: str,
+    *,
+    hist: tuple[str | None, str | None] = (None, None),
+    latency: tuple[str | None, str | None] = (None, None),
+) -> dict:
+    """The CSV (text and file name) behind the study figure `name` (a figure_card name); `hist`
+    is the histogram's (variant, layer), `latency` the (runtime, batch size) the page shows."""
     study_id = (data.get("study") or {}).get("id")
     metric = (data.get("analysis") or {}).get("metric", "top1")
     prefix = f"study-{study_id}"
@@ -163,11 +188,11 @@ def figure_download(data: dict, name: str, *, hist: tuple[str | None, str | None
         rows, columns = landscape_rows(data, variant)
         filename = f"{prefix}-landscape-{slug(variant)}-{metric}.csv"
     elif name == "tradeoff-latency":
-        runtime = sd.latency_on(data)[0] or "not-measured"
-        rows, columns = tradeoff_rows(data, "latency_ms")
-        filename = f"{prefix}-accuracy-vs-latency-{slug(runtime)}.csv"
+        rows, columns = latency_rows(data, *latency)
+        runtime, batch = (rows[0]["runtime"], rows[0]["batch_size"]) if rows else ("not-measured", "none")
+        filename = f"{prefix}-accuracy-vs-latency-{slug(runtime)}-batch-{slug(batch)}.csv"
     elif name == "tradeoff-size":
-        rows, columns = tradeoff_rows(data, "size_mb")
+        rows, columns = size_rows(data)
         filename = f"{prefix}-accuracy-vs-size.csv"
     elif name in ("risk-absolute", "risk-relative"):
         rows, columns = risk_rows(data)
@@ -216,13 +241,17 @@ def register(app: Dash, client_factory) -> None:
         State("study-data", "data"),
         State("study-hist-variant", "value"),
         State("study-hist-layer", "value"),
+        State("latency-runtime", "value"),
+        State("latency-batch", "value"),
         prevent_initial_call=True,
     )
-    def download_study_figure(n_clicks, button_id, data, hist_variant, hist_layer):
+    def download_study_figure(n_clicks, button_id, data, hist_variant, hist_layer, runtime, batch):
         if not n_clicks or not isinstance(data, dict) or "study" not in data:
             raise PreventUpdate
         try:
-            answer = figure_download(data, str(button_id["name"]), hist=(hist_variant, hist_layer))
+            answer = figure_download(
+                data, str(button_id["name"]), hist=(hist_variant, hist_layer), latency=(runtime, batch)
+            )
         except KeyError:
             raise PreventUpdate from None
         return dcc.send_string(answer["content"], answer["filename"])

@@ -6,8 +6,15 @@ from __future__ import annotations
 
 from dash import dcc, html
 
+from frontend.pages import (
+    latency_panel,
+    study_compression,
+    study_downloads,
+    study_extensions,
+    study_noise,
+    study_runs,
+)
 from frontend.pages import study_data as sd
-from frontend.pages import study_downloads, study_runs
 from frontend.pages.components import figure_card
 from frontend.pages.study_view import METRIC_LABELS, SCALES, SPEC_URL, view_from_query
 
@@ -35,10 +42,11 @@ def layout(study_id: str, search: str | None = None) -> html.Div:
                     *_landscapes(),
                     study_runs.section(),
                     *_tables(),
-                    *_cost(),
+                    latency_panel.section(),  # accuracy vs cost, latency by runtime
                     *_pruning(),
-                    html.Div(id="study-sensitivity"),
+                    study_compression.section(),  # sensitivity scans, iteration rounds
                     *_extension(),
+                    study_extensions.section(),
                     html.P(
                         [
                             "Every number on this page is defined in ",
@@ -144,6 +152,7 @@ def _controls(view: dict) -> html.Div:
 def _landscapes() -> list:
     return [
         html.H2("Landscapes"),
+        study_noise.view_control(),
         html.P(id="study-scale-note", className="note"),
         html.Div(id="study-landscapes", className="grid-cards"),
     ]
@@ -153,6 +162,7 @@ def _tables() -> list:
     return [
         html.H2("ROI ellipses"),
         html.Div(id="study-ellipse-table", className="panel"),
+        study_noise.section(),
         html.H2("Performance risk of not retuning"),
         html.P(sd.RISK_DEFINITIONS, className="note", id="study-risk-definitions"),
         html.Div(id="study-risk-table", className="panel"),
@@ -165,26 +175,6 @@ def _tables() -> list:
             ],
             id="study-risk-boxes",
             className="grid-2",
-        ),
-    ]
-
-
-def _cost() -> list:
-    return [
-        html.H2("Accuracy vs cost"),
-        html.P(id="study-cost-note", className="wait-note"),
-        html.Div(
-            [
-                html.Div(
-                    [
-                        figure_card("tradeoff-latency", "Accuracy vs latency (batch 1)", csv=CSV),
-                        figure_card("tradeoff-size", "Accuracy vs size on disk", csv=CSV),
-                    ],
-                    className="grid-2",
-                ),
-                html.Div(id="study-measure-table", className="panel", style={"marginTop": "16px"}),
-            ],
-            id="study-cost",
         ),
     ]
 

@@ -13,13 +13,16 @@ import uvicorn
 from backend.api import create_app
 from backend.db.migrate import upgrade
 from backend.settings import Settings
+from tests.frontend import compare_standin
 
 
 def main(port: int, data_dir: str, auth: str = "off") -> None:
     settings = Settings(data_dir=Path(data_dir), check_dataset_paths=False, auth=auth)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings)
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="info")
+    app = create_app(settings)
+    compare_standin.add_if_missing(app)  # GET /api/v1/compare until branch h16b's lands on main
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -223,23 +223,32 @@ def test_the_latency_csv_has_variants_and_numbers_not_colours():
              "params_nonzero": 5, "compression_rate": 2.0, "flops": 50, "flops_kept": 0.5, "size_mb": 1.0,
              "size_sparse_bytes": None, "finished_runs": 9},
         ],
-        "latency": {"default_runtime": "onnxruntime-cpu", "by_runtime": {"onnxruntime-cpu": {"rows": [
-            {"variant": "base", "batch": "1", "median_ms": 2.0, "latency_ratio": None},
-            {"variant": "u50", "batch": "1", "median_ms": 1.25, "latency_ratio": 0.625}]}}},
+        "latency": {"default_runtime": "onnxruntime-cpu", "runtimes": ["onnxruntime-cpu", "torch-cpu"],
+                    "batch_sizes": ["1", "32"], "by_runtime": {
+            "onnxruntime-cpu": {"pareto_front": {"1": ["u50", "base"]}, "rows": [
+                {"variant": "base", "batch": "1", "median_ms": 2.0, "accuracy": 92.0, "latency_ratio": None},
+                {"variant": "u50", "batch": "1", "median_ms": 1.25, "accuracy": 91.0, "latency_ratio": 0.625},
+                {"variant": "u50", "batch": "32", "median_ms": 30.0, "accuracy": 91.0, "latency_ratio": 0.7}]},
+            "torch-cpu": {"pareto_front": {"1": ["base"]}, "rows": [
+                {"variant": "base", "batch": "1", "median_ms": 3.0, "accuracy": 92.0, "latency_ratio": None},
+                {"variant": "u50", "batch": "1", "median_ms": 3.5, "accuracy": 91.0, "latency_ratio": 1.17}]}}},
     }  # fmt: skip
+    # the runtime and batch size the page shows (the default: onnxruntime-cpu, batch 1)
     answer = study_downloads.figure_download(data, "tradeoff-latency")
-    assert answer["filename"] == "study-7-accuracy-vs-latency-onnxruntime-cpu.csv"
+    assert answer["filename"] == "study-7-accuracy-vs-latency-onnxruntime-cpu-batch-1.csv"
     rows = list(csv.DictReader(io.StringIO(answer["content"])))
     assert rows == [
-        {"variant": "base", "kind": "base", "latency_ms": "2", "best_top1": "92", "on_pareto_front": "True"},
-        {
-            "variant": "u50",
-            "kind": "structured",
-            "latency_ms": "1.25",
-            "best_top1": "91",
-            "on_pareto_front": "True",
-        },
-    ]
+        {"variant": "base", "runtime": "onnxruntime-cpu", "batch_size": "1", "median_ms": "2", "best_top1": "92",
+         "on_pareto_front": "True"},
+        {"variant": "u50", "runtime": "onnxruntime-cpu", "batch_size": "1", "median_ms": "1.25", "best_top1": "91",
+         "on_pareto_front": "True"},
+    ]  # fmt: skip
+    other = study_downloads.figure_download(data, "tradeoff-latency", latency=("torch-cpu", "1"))
+    assert other["filename"] == "study-7-accuracy-vs-latency-torch-cpu-batch-1.csv"
+    assert [r["on_pareto_front"] for r in csv.DictReader(io.StringIO(other["content"]))] == ["True", "False"]
+    size = study_downloads.figure_download(data, "tradeoff-size")
+    assert size["filename"] == "study-7-accuracy-vs-size.csv"
+    assert size["content"].splitlines()[:2] == ["variant,size_mb,best_top1,on_pareto_front", "base,2,92,True"]
     assert "#" not in answer["content"]
 
 

@@ -22,6 +22,7 @@ from frontend.figures import (
     tradeoff_figure,
     weight_histogram_figure,
 )
+from frontend.figures import record as rec
 from frontend.figures.common import ellipse_outline
 from frontend.pages import study_data as sd
 from tests.frontend.records import make_record
@@ -113,9 +114,16 @@ def test_points_carry_run_ids_and_diverged_missing_are_marked(record):
     assert list(missing.x) == [-3.6] and list(missing.y) == [-1.4]
     best = _by_name(fig, "best")
     assert best.customdata[0][0] == record["results"]["u50"]["best"]["run_ids"][0]
-    # tooltip names lr, wd, the metric, seeds and the run
-    for word in ("run", "lr", "wd", "top-1", "seeds"):
+    # tooltip names lr, wd, the metric, the run and the point's mean ± std (seeds)
+    for word in ("run", "lr", "wd", "top-1", "%{customdata[5]}"):
         assert word in runs.hovertemplate
+    assert runs.customdata[0][5] == "88.00 (2 seeds)"  # the hand record's points have no std
+
+
+def test_hover_reads_mean_spread_and_seeds():
+    assert rec.seed_summary({"value": 91.789, "std": 0.2134, "seeds": 3}) == "91.79 ± 0.21 (3 seeds)"
+    assert rec.seed_summary({"value": 91.8, "std": None, "seeds": 1}) == "91.80 (1 seed)"
+    assert rec.seed_summary({"value": None, "std": None, "seeds": 0}) == "no result"
 
 
 def test_scatter_colours_are_clipped_at_the_floor(record):
@@ -228,10 +236,17 @@ def test_pareto_front_and_tradeoff_figure():
     ]
     front = pareto_front((r["latency_ms"], r["top1"], r["variant"]) for r in rows)
     assert [p[2] for p in front] == ["u50", "base"]
-    fig = tradeoff_figure(rows, cost_key="latency_ms", cost_label="latency (ms)")
+    # the front drawn is the one given (the API's, per runtime), whatever the page's rows suggest
+    fig = tradeoff_figure(rows, cost_key="latency_ms", cost_label="latency (ms)", front=["base", "u50"])
     assert [t.name for t in fig.data] == ["Pareto front", "variants"]
+    assert list(fig.data[0].x) == [2.0, 4.0] and list(fig.data[0].y) == [91.0, 92.0]
     assert list(fig.data[1].text) == ["base", "u50", "bad"]
+    assert list(fig.data[1].marker.symbol) == ["diamond", "diamond", "circle"]
     assert fig.layout.xaxis.title.text == "latency (ms)"
+    given = tradeoff_figure(rows, cost_key="latency_ms", cost_label="latency (ms)", front=["bad", "base"])
+    assert list(given.data[0].x) == [3.0, 4.0]
+    unmarked = tradeoff_figure(rows, cost_key="latency_ms", cost_label="latency (ms)")
+    assert [t.name for t in unmarked.data] == ["variants"]  # no front of its own
 
 
 def test_other_figures_draw_their_inputs():

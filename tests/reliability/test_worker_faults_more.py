@@ -365,7 +365,11 @@ def test_reconciler_daemon_outlives_a_broker_outage(private_redis, cluster_facto
     cluster = cluster_factory(private_redis.url, reconcile_after_s=3.0)
     private_redis.stop()
     study_id = submit(cluster, spec("broker down", epochs=1))  # stored, runs left pending
-    assert {r.status for r in cluster.runs(study_id)} == {"pending"}
+    # the train run waits for the broker; the base's measure run waits on the train run
+    assert {(r.kind, r.status) for r in cluster.runs(study_id)} == {
+        ("train", "pending"),
+        ("measure", "blocked"),
+    }
     reconciler = cluster.spawn(
         ["-m", "backend.cli.main", "reconcile", "--every", "1"], cluster.env(), "reconciler"
     )
@@ -376,8 +380,13 @@ def test_reconciler_daemon_outlives_a_broker_outage(private_redis, cluster_facto
     wait_for(failed_once, 30, "a pass to fail", interval_s=0.2)
     assert reconciler.poll() is None, cluster.log_text("reconciler")[-2000:]
     private_redis.start()
-    wait_for(lambda: {r.status for r in cluster.runs(study_id)} == {"queued"}, 30, "the runs to be sent")
-    assert private_redis.client().llen(cluster.queue) == len(cluster.runs(study_id))
+    ready = [r for r in cluster.runs(study_id) if r.kind == "train"]
+    wait_for(
+        lambda: {r.status for r in cluster.runs(study_id) if r.kind == "train"} == {"queued"},
+        30,
+        "the runs to be sent",
+    )
+    assert private_redis.client().llen(cluster.queue) == len(ready)
 
 
 # --- 3. database outage ---------------------------------------------------------------------------------
@@ -514,8 +523,10 @@ def test_unwritable_artefact_directory_fails_runs_naming_the_path_and_the_api_an
 
         study = wait_for(study_done, 120, "the study to end", interval_s=0.5)
         assert study["status"] == "failed"
-        runs = client.get(f"/studies/{study_id}/runs").json()["items"]
-        assert runs and {r["status"] for r in runs} == {"failed"}
+        every = client.get(f"/studies/{study_id}/runs").json()["items"]
+        # the train run fails (twice tried), the measure run waiting on it is cancelled with it
+        assert {(r["kind"], r["status"]) for r in every} == {("train", "failed"), ("measure", "cancelled")}
+        runs = [r for r in every if r["status"] == "failed"]
         root = artefacts.resolve()
         for run in runs:
             assert run["attempts"] == 2
@@ -644,11 +655,14 @@ def test_a_claim_or_finish_repeated_after_a_lost_reply_completes(
         base = s.scalar(
             sa.select(Run).where(Run.study_id == study_id, Run.kind == "train", Run.depends_on_id.is_(None))
         )
-        prune = s.scalar(sa.select(Run).where(Run.depends_on_id == base.id))
+        # the prune run and the base's measure run both wait on the base run at the prior
+        waiting = sorted(s.scalars(sa.select(Run.id).where(Run.depends_on_id == base.id)))
+        prune = s.scalar(sa.select(Run).where(Run.depends_on_id == base.id, Run.kind == "prune"))
+        assert len(waiting) == 2
         for _ in range(2):
             claim = lifecycle.claim_run(s, base.id, "w|h|1|n", max_attempts=3, stale_after_s=600)
             assert (claim.claimed, claim.attempts) == (True, 1)
-        assert lifecycle.finish_run(s, base.id, "w|h|1|n", status="succeeded", top1=1.0) == [prune.id]
+        assert sorted(lifecycle.finish_run(s, base.id, "w|h|1|n", status="succeeded", top1=1.0)) == waiting
         assert lifecycle.finish_run(s, base.id, "w|h|1|n", status="succeeded", top1=1.0) == []
         assert lifecycle.finish_run(s, base.id, "other", status="succeeded", top1=1.0) is None
         assert s.scalar(sa.select(Run.status).where(Run.id == prune.id)) == "pending"

@@ -130,7 +130,7 @@ class TrainStep:
         floats = [g["lr"] for g in groups]
         for group, holder in zip(groups, self._lr, strict=True):
             group["lr"] = holder  # captured: the fused kernel reads lr from this tensor at replay
-        graph = torch.cuda.CUDAGraph()
+        graph = self._new_graph()
         try:
             with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
                 self._step(static_x, static_y)
@@ -145,6 +145,10 @@ class TrainStep:
                 group["lr"] = value  # eager steps, the scheduler and checkpoints keep floats
         self._graph, self._static = graph, (static_x, static_y)
         return True
+
+    def _new_graph(self) -> torch.cuda.CUDAGraph:
+        """The graph to capture into (a subclass registers the custom generators its step draws from)."""
+        return torch.cuda.CUDAGraph()
 
     def close(self) -> None:
         """Release the graph and its memory pool (the gradients live there) when the run ends."""

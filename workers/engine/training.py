@@ -253,6 +253,14 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> tuple[torch.optim.SGD, s
         return torch.optim.SGD(params, **kwargs, foreach=True), "sgd-foreach"
 
 
+def eval_sums(logits: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """One validation batch's summed cross-entropy, top-1 and top-k hit counts (in float32, also
+    for a float64 or bf16 model): the one definition of the validation numbers."""
+    logits = logits.float()
+    hits = logits.topk(k, dim=1).indices == y[:, None]
+    return F.cross_entropy(logits, y, reduction="sum"), hits[:, 0].sum(), hits.any(dim=1).sum()
+
+
 @torch.no_grad()
 def _evaluate(
     model: nn.Module,
@@ -272,11 +280,11 @@ def _evaluate(
     for x, y in data.val_batches(batch_size, device=device):
         x = x.contiguous(memory_format=memory_format)
         with _autocast(device, amp):
-            logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        hits = logits.topk(k, dim=1).indices == y[:, None]
-        correct1 += hits[:, 0].sum()
-        correctk += hits.any(dim=1).sum()
+            logits = model(x)
+        batch_loss, batch_top1, batch_topk = eval_sums(logits, y, k)
+        loss_sum += batch_loss
+        correct1 += batch_top1
+        correctk += batch_topk
         seen += y.shape[0]
     model.train(was_training)
     if seen == 0:
@@ -519,8 +527,14 @@ def _save(
     history: list[EpochMetrics],
     state: str,
     optimizer_impl: str,
-    identity: Mapping[str, Any] | None,
+    identity: Mapping[str, Any] | None = None,
+    rng: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> None:
+    # rng: (torch CPU, CUDA) RNG states of this run when they are not the process's (a fused group
+    # keeps one dropout stream per model; workers/engine/fused/group.py)
+    torch_rng, cuda_rng = rng if rng is not None else (torch.get_rng_state(), None)
+    if rng is None and run.device.type == "cuda":
+        cuda_rng = torch.cuda.get_rng_state(run.device)
     save_atomic(
         {
             "format": CHECKPOINT_FORMAT,
@@ -534,8 +548,8 @@ def _save(
             "scheduler": run.scheduler.state_dict(),
             "generator": run.generator.get_state(),
             "device_type": run.device.type,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+            "torch_rng": torch_rng,
+            "cuda_rng": cuda_rng,
             "history": [dataclasses.asdict(m) for m in history],
         },
         path,
@@ -543,7 +557,7 @@ def _save(
 
 
 def _resume(
-    path, recipe: Recipe, run: _Stateful, identity: Mapping[str, Any] | None
+    path, recipe: Recipe, run: _Stateful, identity: Mapping[str, Any] | None = None
 ) -> tuple[list[EpochMetrics], str]:
     ckpt = load_checkpoint(path)
     where = f"checkpoint {os.fspath(path)!r}"
