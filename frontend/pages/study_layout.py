@@ -40,11 +40,11 @@ def layout(study_id: str, search: str | None = None) -> html.Div:
                     _actions(),
                     _controls(view),
                     *_landscapes(),
-                    study_runs.section(),
                     *_tables(),
                     latency_panel.section(),  # accuracy vs cost, latency by runtime
                     *_pruning(),
                     study_compression.section(),  # sensitivity scans, iteration rounds
+                    study_runs.section(),  # every run, filtered, sorted, paged; each links to its page
                     *_extension(),
                     study_extensions.section(),
                     html.P(
@@ -72,6 +72,7 @@ def _actions() -> html.Div:
             html.Button("Delete study", id="study-delete", className="danger"),
             dcc.ConfirmDialog(id="study-delete-confirm"),
             html.Span(id="study-action-result"),
+            html.A("runs table ↓", href="#study-runs", id="study-runs-link"),
             study_downloads.export_buttons(),
         ],
         id="study-actions",
