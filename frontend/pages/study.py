@@ -287,10 +287,13 @@ def register(app: Dash, client_factory) -> None:
         Input("study-scale", "value"),
         Input("study-floor", "value"),
         State("url", "search"),
+        State("study-data", "data"),
         prevent_initial_call=True,
     )
-    def keep_view_in_url(metric, scale, floor, search):
-        wanted = query_string(metric, scale, floor)
+    def keep_view_in_url(metric, scale, floor, search, data):
+        analysis = (data or {}).get("analysis") or {}
+        default_floor = round(rec.colour_range(analysis)[0], 1) if "colour_scale" in analysis else None
+        wanted = query_string(metric, scale, floor, default_floor)
         return no_update if wanted == (search or "") else wanted
 
     @app.callback(

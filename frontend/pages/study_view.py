@@ -42,15 +42,19 @@ def view_from_query(search: str | None) -> dict[str, Any]:
     }
 
 
-def query_string(metric: Any, scale: Any, floor: Any) -> str:
-    """The query string of a view (what `view_from_query` reads back)."""
-    params = {
-        "metric": metric if metric in METRICS else "top1",
-        "scale": scale if scale in SCALES else "shared",
-    }
-    if isinstance(floor, int | float) and math.isfinite(floor) and scale != "variant":
+def query_string(metric: Any, scale: Any, floor: Any, default_floor: float | None = None) -> str:
+    """The query string of a view (what `view_from_query` reads back), holding only what differs
+    from the defaults (top-1, one shared scale, the default floor): "" for the default view, so
+    opening a study adds no history entry of its own."""
+    params = {}
+    if metric in METRICS and metric != "top1":
+        params["metric"] = metric
+    if scale in SCALES and scale != "shared":
+        params["scale"] = scale
+    shown_floor = isinstance(floor, int | float) and math.isfinite(floor) and scale != "variant"
+    if shown_floor and (default_floor is None or round(float(floor), 1) != round(float(default_floor), 1)):
         params["floor"] = f"{floor:.1f}"
-    return "?" + urlencode(params)
+    return "?" + urlencode(params) if params else ""
 
 
 # --- landscapes -------------------------------------------------------------------------------------

@@ -147,9 +147,12 @@ def test_the_view_comes_back_from_the_url_and_hostile_values_are_ignored(search,
 
 def test_the_view_goes_into_the_url_and_reads_back_the_same():
     search = study_view.query_string("top5", "shared", 90.04)
-    assert search == "?metric=top5&scale=shared&floor=90.0"
+    assert search == "?metric=top5&floor=90.0"
     assert study_view.view_from_query(search) == {"metric": "top5", "scale": "shared", "floor": 90.0}
-    assert "floor" not in study_view.query_string("top1", "variant", 90.0)  # a per-variant scale has no floor
+    assert study_view.query_string("top1", "variant", 90.0) == "?scale=variant"  # no floor per variant
+    # the default view is no query at all: opening a study pushes no history entry of its own
+    assert study_view.query_string("top1", "shared", 91.6, default_floor=91.62) == ""
+    assert study_view.query_string("top1", "shared", 91.7, default_floor=91.62) == "?floor=91.7"
 
 
 # --- states ---------------------------------------------------------------------------------------

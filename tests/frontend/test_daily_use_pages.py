@@ -516,13 +516,17 @@ def test_9_floor_on_enter_view_in_the_url_formats_copy_and_definitions(server, i
     )
     page.get_by_label("top-5").check()
     page.wait_for_url(re.compile(r".*metric=top5"))
-    page.wait_for_timeout(500)
-    floor_now = box.input_value()
+    # another metric, another scale: the floor went back to top-5's default; set one of its own
+    page.wait_for_function("() => !window.location.search.includes('floor=')")
+    floor_now = f"{float(box.input_value()) + 0.1:.1f}"
+    box.fill(floor_now)
+    box.press("Enter")
+    page.wait_for_url(re.compile(rf".*floor={re.escape(floor_now)}"))
     page.reload()
     _wait_landscapes(page, 2)
     assert page.locator("#study-metric input[value='top5']").is_checked()
     page.wait_for_function(f"() => document.querySelector('#study-floor-box').value === '{floor_now}'")
-    assert f"floor={floor_now}" in page.url
+    assert f"floor={floor_now}" in page.url and "metric=top5" in page.url
 
     # one format for lr / wd: the header, the runs table and the hovers write 0.1, 0.0398, 3.98e-05
     assert "at lr 0.1, wd 0.0001" in page.locator("#study-best").inner_text()
