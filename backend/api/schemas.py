@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from backend.extension_records import SIDES, STATES, STOP_REASONS
+
 
 def _as_utc(value: datetime) -> datetime:
     # SQLite hands timestamps back naive; they were written in UTC (backend.db.models.utcnow).
@@ -42,6 +44,57 @@ class RunCounts(BaseModel):
     total: int = 0
 
 
+ExtensionSide = Literal[SIDES]  # type: ignore[valid-type]
+
+
+class AutoExtensionOut(BaseModel):
+    """Where a study's auto-extension stands (grid.auto_extend; backend/extension_records.py)."""
+
+    max_points: int = Field(description="grid points the extensions may add, per variant")
+    level: float = Field(description="the x-ROI whose touching an edge triggers a row/column")
+    points_used: int = Field(description="grid points (per variant) the auto-extensions have added")
+    points_left: int
+    extensions: int = Field(description="automatic extensions made so far")
+    state: Literal[STATES] = Field(  # type: ignore[valid-type]
+        description="watching: runs still active, each pass checks the edges that have finished; "
+        "deciding: no run active, the next pass extends or stops (the study stays running); "
+        "stopped: a verdict holds for the grid as it is"
+    )
+    stopped: Literal[STOP_REASONS] | None = Field(  # type: ignore[valid-type]
+        description="why it stopped (state stopped)"
+    )
+    why: str | None
+
+
+class ExtensionRecordOut(BaseModel):
+    """One grid extension (kind manual / auto) or auto-extension verdict (kind stop), oldest first."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: str = Field(description="when (ISO 8601 UTC)")
+    kind: Literal["manual", "auto", "stop"]
+    why: str
+    lr_range: list[int] = Field(description="the lr index range after it (stop: the grid it judged)")
+    wd_range: list[int]
+    rows: dict[ExtensionSide, int] | None = Field(None, description="rows/columns added per side")
+    sides: list[ExtensionSide] = []
+    added_points: int | None = Field(None, description="grid points added (each variant gets them all)")
+    added_runs: int | None = None
+    proposal: bool | None = Field(None, description="manual: the analysis' proposal was asked for")
+    level: float | None = None
+    triggered_by: dict[str, list[ExtensionSide]] | None = Field(
+        None, description="auto: variant -> the sides its ROI touched"
+    )
+    left_out: dict[ExtensionSide, str] | None = Field(
+        None, description="auto: wanted sides not added -> the limit they break"
+    )
+    points_used: int | None = Field(None, description="auto / stop: the budget's points used after it")
+    points_left: int | None = None
+    stopped: Literal[STOP_REASONS] | None = None  # type: ignore[valid-type]
+    wanted: dict[str, list[ExtensionSide]] | None = Field(None, description="stop: sides still wanted")
+    through: str | None = Field(None, description="stop: the latest run finish it saw")
+
+
 class StudySummary(_Out):
     id: int
     name: str
@@ -55,11 +108,15 @@ class StudySummary(_Out):
     dataset: str | None = None
     variants: list[str] = []
     progress: Progress
+    auto_extension: AutoExtensionOut | None = Field(None, description="null when grid.auto_extend is off")
 
 
 class StudyOut(StudySummary):
     spec: dict[str, Any]
     run_counts: RunCounts = Field(description="runs by kind (what the planner made, extensions included)")
+    extensions: list[ExtensionRecordOut] = Field(
+        [], description="every grid extension and auto-extension verdict, oldest first"
+    )
 
 
 class StudyList(BaseModel):
@@ -168,6 +225,7 @@ class ExtendOut(BaseModel):
     wd_range: list[int] = Field(min_length=2, max_length=2)
     lr_values: list[float]
     wd_values: list[float]
+    record: ExtensionRecordOut | None = Field(None, description="the extension as recorded with the study")
 
 
 class PlanVariant(BaseModel):
