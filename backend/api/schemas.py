@@ -312,6 +312,112 @@ class Compare(BaseModel):
     variants: list[CompareRow]
 
 
+class StudiesBest(BaseModel):
+    value: float = Field(description="the highest seed-mean of the metric over the variant's grid")
+    lr: float
+    wd: float
+    x: float = Field(description="log10 wd")
+    y: float = Field(description="log10 lr")
+    std: float | None = Field(description="sample std over the seeds at that point (null: one seed)")
+    n: int = Field(description="seeds at that point")
+    ci_low: float | None = Field(description="seed bootstrap CI of the best value (null: one seed)")
+    ci_high: float | None
+    ci_level: float
+
+
+class StudiesEllipse(BaseModel):
+    length: float = Field(description="2 k sqrt(l1), log10 units")
+    width: float = Field(description="2 k sqrt(l2), log10 units")
+    angle_deg: float = Field(description="major axis against +x (log10 wd), in (-90, 90]")
+    centre: list[float] = Field(description="[log10 wd, log10 lr]")
+    n_points: int
+
+
+class StudiesShift(BaseModel):
+    tested: bool
+    verdict: str = Field(description="'not tested', 'no significant shift', 'shift towards ...'")
+    reason: str | None = Field(description="why not tested")
+    delta: list[float] | None = Field(description="variant centre - base centre, [dx, dy] in log10 units")
+    distance: float | None
+    ci_low: list[float] | None
+    ci_high: list[float] | None
+    p_value: float | None = Field(description="permutation test of the centre distance")
+    significant: bool
+
+
+class StudiesRisk(BaseModel):
+    level: float = Field(description="Theta_R: the base's ROI at this level")
+    mean: float | None = Field(description="mean d over Theta_R (percentage points)")
+    std: float | None = Field(description="population std of d")
+    rel_mean: float | None = Field(description="mean dR = d / best")
+    rel_std: float | None
+    n: int
+    missing: int = Field(description="points of Theta_R without a result of this variant")
+    reason: str | None
+
+
+class StudiesNoise(BaseModel):
+    std: float | None
+    source: str = Field(description="seeds | fit (one seed: an estimate)")
+    estimate: bool
+
+
+class StudiesRow(BaseModel):
+    """One (study, variant): the numbers of the study's tables, from its analysis."""
+
+    study_id: int
+    study_name: str
+    variant: str
+    kind: str | None
+    is_base: bool
+    n_runs: int
+    best: StudiesBest | None
+    roi: dict[str, int | None] = Field(description="level ('0.5', '1.0') -> ROI points")
+    ellipse: dict[str, StudiesEllipse | None] = Field(description="level -> ellipse (null: < 5 ROI points)")
+    ellipse_reason: dict[str, str | None]
+    shift: dict[str, StudiesShift | None] = Field(description="level -> the shift test against the base")
+    risk: StudiesRisk | None
+    noise: StudiesNoise | None
+
+
+class StudiesColourScale(BaseModel):
+    min: float = Field(description="the floor: percentile of all observations")
+    max: float
+    percentile: float
+    n_observations: int
+
+
+class StudiesEntry(BaseModel):
+    """One chosen study: what the page needs to draw its landscapes next to the others."""
+
+    study_id: int
+    name: str
+    kind: str
+    status: str
+    model: str | None
+    dataset: str | None
+    base: str
+    variants: list[str] = Field(description="base first, then the analysis' order")
+    analysed: bool
+    reason: str | None = Field(description="why there is no analysis (no finished runs, no such metric)")
+    grid: dict[str, Any] | None = Field(description="the analysis' grid record (axes, steps, centre)")
+    colour_scale: StudiesColourScale | None = Field(description="this study's own colour scale")
+    analysis_url: str
+    landscape_urls: dict[str, str] = Field(description="variant -> its /landscape")
+
+
+class StudiesCompare(BaseModel):
+    """GET /compare?studies=...: the chosen studies side by side."""
+
+    metric: Literal["top1", "top5"]
+    roi_levels: list[float]
+    studies: list[StudiesEntry] = Field(description="in the order asked for")
+    rows: list[StudiesRow] = Field(description="one per (study, variant), studies in the order asked for")
+    shared_colour_scale: StudiesColourScale | None = Field(
+        description="the colour-scale rule over the observations of all chosen studies (one scale for all)"
+    )
+
+
 class VariantOut(_Out):
     id: int
     name: str

@@ -235,7 +235,7 @@ def extend_or_stop(session: Session, study_id: int, settings: Settings) -> dict[
     has_results = bool(_results_by_variant(session, study_id, driving))
     stop = ENCLOSED if has_results else NO_RESULTS
     why = (
-        f"the {level:g}-ROI of every trained variant is enclosed by the grid"
+        f"the {level!r}-ROI of every trained variant is enclosed by the grid"
         if has_results
         else "no trained variant has a result to look at"
     )
@@ -322,7 +322,7 @@ def _why_extend(level: float, wanted_by: dict[str, list[str]], left_out: dict[st
     touched = "; ".join(
         f"{variant}: {', '.join(SIDE_WORDS[s] for s in sides)}" for variant, sides in wanted_by.items()
     )
-    text = f"the {level:g}-ROI touches the grid's edge ({touched})"
+    text = f"the {level!r}-ROI touches the grid's edge ({touched})"
     if left_out:
         text += "; not added: " + ", ".join(f"{SIDE_WORDS[s]} ({why})" for s, why in left_out.items())
     return text
@@ -339,4 +339,4 @@ def _why_stop(
         limit = f"the grid may have at most {limits['max_grid_size']} points per axis"
     else:
         limit = f"at most {limits['max_runs']} runs per study"
-    return f"the {level:g}-ROI of {touched} still touches {sides}, but {limit}"
+    return f"the {level!r}-ROI of {touched} still touches {sides}, but {limit}"
