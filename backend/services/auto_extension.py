@@ -57,7 +57,7 @@ from backend.extension_records import (
 )
 from backend.run_states import ACTIVE, OPEN_STUDY
 from backend.services.analysis_views import analysis_report
-from backend.services.errors import Conflict
+from backend.services.errors import Conflict, FieldError
 from backend.services.study_extension import extend_study, locked_study
 from backend.settings import Settings
 from backend.spec import TRAINED_KINDS, StudySpec, count_runs, parse_spec
@@ -213,9 +213,19 @@ def extend_or_stop(session: Session, study_id: int, settings: Settings) -> dict[
                 "why": _why_extend(level, wanted_by, left_out),
             }
             rows = {side: int(side in chosen) for side in SIDES}
-            out = extend_study(
-                session, study_id, settings, **rows, expect_ranges=(lr_range, wd_range), record=record
-            )
+            try:
+                out = extend_study(
+                    session, study_id, settings, **rows, expect_ranges=(lr_range, wd_range), record=record
+                )
+            except FieldError as exc:  # a limit the checks above do not know (the settings changed)
+                session.rollback()
+                if active:
+                    return None
+                refused = (
+                    GRID_LIMIT if exc.message.startswith("the extended grid is not valid") else RUN_LIMIT
+                )
+                why = f"the {level!r}-ROI still touches the edge, but the extended grid is refused: {exc.message}"
+                return _record_stop(session, study_id, refused, why, used, auto, wanted_by)
             log.info("auto-extension of study %s: %s", study_id, out["record"]["why"])
             return out["record"]
         if active:  # nothing fits now; the verdict is given when the study has nothing left to run

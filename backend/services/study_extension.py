@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import Run, Study, Variant, utcnow
 from backend.extension_records import SIDES, ranges_of, records_of
+from backend.run_states import OPEN_STUDY
 from backend.services.analysis_views import analysis_report
 from backend.services.errors import Conflict, FieldError, NotFound
 from backend.services.planner import RunKey, extension_points, plan_study
@@ -51,6 +52,8 @@ def extend_study(
         raise Conflict(f"study {study_id}: its grid changed since the extension was decided")
     if study.status == "deleting":
         raise Conflict(f"study {study_id} is being deleted; it cannot be extended")
+    if record is not None and study.status not in OPEN_STUDY:  # cancelled since the pass looked
+        raise Conflict(f"study {study_id} is {study.status}; the auto-extension leaves it as it is")
     if study.kind != "native":
         raise Conflict(f"study {study_id} is imported; only native studies can be extended")
     if proposal:

@@ -372,3 +372,28 @@ def test_max_points_above_the_run_limit_is_422(client, settings):
     response = client.post(f"{API}/studies", json=with_auto(max_points=settings.max_runs_per_study + 1))
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "grid", "auto_extend", "max_points"]
+
+
+def test_a_study_cancelled_after_the_pass_looked_is_not_reopened(client, settings):
+    sid = create(client, SPEC)
+    finish_pending(settings)
+    assert client.post(f"{API}/studies/{sid}/cancel").status_code == 200
+    with session_factory(settings)() as session, pytest.raises(Conflict):
+        extend_study(
+            session, sid, settings, lr_high=1, expect_ranges=([-1, 1], [-1, 1]), record={"kind": "auto"}
+        )
+    assert run_pass(settings) == []
+    study = client.get(f"{API}/studies/{sid}").json()
+    assert study["status"] == "cancelled" and study["extensions"] == []
+    assert study["auto_extension"]["state"] == "stopped"
+
+
+def test_limits_lowered_after_creation_give_a_verdict_not_an_endless_retry(client, settings):
+    sid = create(client, SPEC)  # max_points 40
+    finish_pending(settings)
+    settings.max_runs_per_study = 30  # the operator lowers the cap below the study's budget
+    records = run_pass(settings)
+    assert [r["kind"] for r in records] == ["stop"] and records[0]["stopped"] == RUN_LIMIT
+    assert "30" in records[0]["why"]
+    assert client.get(f"{API}/studies/{sid}").json()["status"] == "succeeded"
+    assert run_pass(settings) == []
