@@ -24,6 +24,7 @@ from typing import Any
 log = logging.getLogger("prunescape.serve")
 SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to ~107 bytes
 RECONCILE_EVERY_S = 15.0
+DEMO_THREADS = "1"  # intra-op threads of each run when serving the demo (unless OMP_NUM_THREADS is set)
 
 
 @dataclass
@@ -95,7 +96,13 @@ class EmbeddedService:
             "--concurrency",
             str(self.options.workers),
         ]
-        self._worker = subprocess.Popen(command, env=dict(os.environ), start_new_session=True)
+        env = dict(os.environ)
+        if self.options.demo:
+            # The demo's runs are tiny: one intra-op thread each. That is what its test pins (CPU
+            # results are bit-identical only at equal thread counts), and on a busy 2-core machine
+            # two threads per run were 12x slower (bench/demo_serve.py --quick: 3.8 vs 0.31 s/run).
+            env.setdefault("OMP_NUM_THREADS", DEMO_THREADS)
+        self._worker = subprocess.Popen(command, env=env, start_new_session=True)
         _say(f"worker started (pid {self._worker.pid}, concurrency {self.options.workers})")
 
     def _reconcile_loop(self) -> None:

@@ -47,3 +47,31 @@ def test_checks_find_the_best_off_the_edge_and_the_tested_shift():
 def test_checks_see_a_best_on_the_edge():
     checks = landscape_checks(_analysis([SyntheticVariant("base", shift_wd=-1.0)]))
     assert checks["variants"]["base"]["best_on_edge"] is True
+
+
+@pytest.mark.parametrize(
+    ("demo", "preset", "expected"), [(True, None, "1"), (True, "4", "4"), (False, None, None)]
+)
+def test_serve_demo_runs_its_worker_with_one_thread_per_run(monkeypatch, demo, preset, expected):
+    """The demo's numbers are pinned at one intra-op thread (tests/workers/test_demo_landscape.py);
+    `serve --demo` gives its worker the same, unless the user chose a thread count."""
+    import subprocess
+
+    from backend.embedded import EmbeddedService, ServeOptions
+
+    started = {}
+
+    class FakePopen:
+        pid = 12345
+
+        def __init__(self, command, env, start_new_session):
+            started.update(command=command, env=env)
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    if preset is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", preset)
+    EmbeddedService(ServeOptions(demo=demo)).start_worker()
+    assert "worker" in started["command"]
+    assert started["env"].get("OMP_NUM_THREADS") == expected
