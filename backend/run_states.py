@@ -53,17 +53,21 @@ def status_after_dependency(dependency_status: str, kind: str) -> str:
     return "blocked"
 
 
-def study_status(stored: str, progress: Mapping[str, int]) -> str:
+def study_status(stored: str, progress: Mapping[str, int], *, extension_due: bool = False) -> str:
     """A study's status from its runs by status. `cancelled` sticks once asked for (until a retry
     or an extension reopens the study), and so does `deleting` (until the study is purged);
     otherwise `running` once any run has started and some are still active, `pending` before,
-    and at the end `failed` if any run failed, else `succeeded`."""
+    and at the end `failed` if any run failed, else `succeeded`. A study whose auto-extension has
+    not decided yet (`extension_due`: the next pass may add rows) is still `running` when no run
+    is active (backend/extension_records.py)."""
     if stored in STICKY_STUDY:
         return stored
     active = sum(progress.get(s, 0) for s in ACTIVE)
     if active:
         started = sum(progress.get(s, 0) for s in ("running", "queued", *ENDED))
         return "running" if started else "pending"
+    if extension_due:
+        return "running"
     return "failed" if progress.get("failed", 0) else "succeeded"
 
 

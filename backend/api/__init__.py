@@ -57,9 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    from backend.api.routes import misc, runs, studies
+    from backend.api.routes import compare, misc, runs, studies
 
     app.include_router(studies.router, prefix=API_PREFIX)
+    app.include_router(compare.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(misc.router, prefix=API_PREFIX)
 
