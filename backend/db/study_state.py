@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backend.db.models import Run, Study, utcnow
-from backend.run_states import ENDED, OPEN_STUDY, RUN_STATUSES, progress_totals, study_status
+from backend.extension_records import auto_extend_of, extension_due
+from backend.run_states import ACTIVE, ENDED, OPEN_STUDY, RUN_STATUSES, progress_totals, study_status
 
 
 def progress_counts(session: Session, study_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -34,7 +35,7 @@ def progress_counts(session: Session, study_ids: list[int]) -> dict[int, dict[st
 def refresh_status(session: Session, study: Study, progress: dict[str, int] | None = None) -> str:
     """Bring the stored status of `study` up to date with its runs; returns it."""
     progress = progress or progress_counts(session, [study.id])[study.id]
-    status = study_status(study.status, progress)
+    status = study_status(study.status, progress, extension_due=_extension_due(session, study, progress))
     if status != study.status:
         study.status = status
         if status in ENDED and study.finished_at is None:
@@ -42,6 +43,15 @@ def refresh_status(session: Session, study: Study, progress: dict[str, int] | No
         elif status in OPEN_STUDY:
             study.finished_at = None
     return status
+
+
+def _extension_due(session: Session, study: Study, progress: dict[str, int]) -> bool:
+    """Whether the auto-extension of `study` still has to decide; only asked (one query) when it
+    matters: auto-extension on and no run active."""
+    if auto_extend_of(study.spec) is None or any(progress.get(s, 0) for s in ACTIVE):
+        return False
+    last_finished = session.scalar(sa.select(sa.func.max(Run.finished_at)).where(Run.study_id == study.id))
+    return extension_due(study.kind, study.spec, study.extensions, last_finished)
 
 
 def status_moved(study: Study | sa.Row[Any], progress: dict[str, int]) -> bool:

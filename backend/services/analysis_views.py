@@ -17,9 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backend.analysis import AnalysisReport, analyse
+from backend.analysis.extension import EXTENSION_LEVEL
 from backend.analysis.grid import axis_key
 from backend.analysis.latency import latency_comparison, latency_records
 from backend.db.models import Artefact, Run, Study
+from backend.extension_records import auto_extend_of
 from backend.json_values import json_safe
 from backend.run_states import ACTIVE, ENDED, RESULT_KINDS, SCORED
 from backend.services.errors import Conflict, FieldError
@@ -70,6 +72,12 @@ def analysis_grid(study: Study) -> dict[str, Any] | None:
     return out
 
 
+def extension_level(study: Study) -> float:
+    """The ROI level the study's extension proposal looks at: its auto_extend level, else 1.0."""
+    auto = auto_extend_of(study.spec) if study.kind == "native" else None
+    return float(auto.get("level", EXTENSION_LEVEL)) if auto else EXTENSION_LEVEL
+
+
 def analysis_report(session: Session, study_id: int, *, metric: str) -> AnalysisReport | None:
     """The study's analysis for `metric`, once per data version; None before any run scored.
     A metric the results do not hold (top-5 of an import without it) is a 422 on `metric`."""
@@ -100,7 +108,13 @@ def _compute(session: Session, study_id: int, metric: str) -> AnalysisReport | N
     if not rows:
         return None
     try:
-        return analyse(rows, metric=metric, base=base_variant_name(study), grid=analysis_grid(study))
+        return analyse(
+            rows,
+            metric=metric,
+            base=base_variant_name(study),
+            grid=analysis_grid(study),
+            extension_level=extension_level(study),
+        )
     except ValueError as exc:  # e.g. ResultsFileError: no top5 values for metric=top5
         raise FieldError(["query", "metric"], str(exc)) from None
 

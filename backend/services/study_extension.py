@@ -1,5 +1,6 @@
 """Extending a native study's grid by rows / columns: the new grid points get the runs every
-variant needs there (the planner), and the ready ones are sent."""
+variant needs there (the planner), the extension is recorded with the study, and the ready runs
+are sent."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from backend.db.models import Run, Study, Variant
+from backend.db.models import Run, Study, Variant, utcnow
+from backend.extension_records import SIDES, ranges_of, records_of
+from backend.run_states import OPEN_STUDY
 from backend.services.analysis_views import analysis_report
-from backend.services.errors import Conflict, FieldError
+from backend.services.errors import Conflict, FieldError, NotFound
 from backend.services.planner import RunKey, extension_points, plan_study
 from backend.services.queries import base_variant_name, get_study
 from backend.services.sending import send_ready_runs
@@ -30,10 +33,27 @@ def extend_study(
     wd_low: int = 0,
     wd_high: int = 0,
     proposal: bool = False,
+    expect_ranges: tuple[list[int], list[int]] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    study = get_study(session, study_id)
+    """Add rows (lr) / columns (wd) per side and plan every variant's runs on the new points; the
+    extension is recorded in `studies.extensions` in the same transaction (backend/extension_records.py).
+
+    `record`: the fields of an automatic extension's record (the auto-extension pass); without it
+    the extension is recorded as "manual". `expect_ranges`: the (lr_range, wd_range) the caller
+    decided on; a grid that moved meanwhile (another pass, a user) is a Conflict, not a second row.
+    """
+    get_study(session, study_id)  # 404 before the lock
+    study = locked_study(session, study_id)
+    if expect_ranges is not None and ranges_of(study.spec) != (
+        list(expect_ranges[0]),
+        list(expect_ranges[1]),
+    ):
+        raise Conflict(f"study {study_id}: its grid changed since the extension was decided")
     if study.status == "deleting":
         raise Conflict(f"study {study_id} is being deleted; it cannot be extended")
+    if record is not None and study.status not in OPEN_STUDY:  # cancelled since the pass looked
+        raise Conflict(f"study {study_id} is {study.status}; the auto-extension leaves it as it is")
     if study.kind != "native":
         raise Conflict(f"study {study_id} is imported; only native studies can be extended")
     if proposal:
@@ -62,6 +82,25 @@ def extend_study(
     }
     runs = store_runs(session, study_id, plan, variants, existing)
     study.spec = new_spec.model_dump(mode="json")
+    rows = dict(zip(SIDES, (lr_low, lr_high, wd_low, wd_high), strict=True))
+    entry = {
+        "at": utcnow().isoformat(),
+        "kind": "manual",
+        "rows": rows,
+        "sides": [side for side, n in rows.items() if n],
+        "added_points": len(points),
+        "added_runs": len(runs),
+        "lr_range": list(new_lr),
+        "wd_range": list(new_wd),
+        "why": "proposed by the analysis (the ROI touches these edges), asked for by a user"
+        if proposal
+        else "asked for by a user",
+        "proposal": proposal,
+    }
+    if record is not None:
+        entry = {**entry, **record}
+        entry.pop("proposal", None)
+    study.extensions = [*records_of(study.extensions), entry]
     if study.status in ("succeeded", "failed", "cancelled"):
         study.status = "pending"
         study.finished_at = None
@@ -76,7 +115,23 @@ def extend_study(
         "wd_range": new_wd,
         "lr_values": lr_values,
         "wd_values": wd_values,
+        "record": entry,
     }
+
+
+def locked_study(session: Session, study_id: int) -> Study:
+    """The study row, locked for this transaction (Postgres: FOR UPDATE; SQLite takes its write
+    lock at the first write) and read afresh, so two writers of its grid and its extension
+    records (two reconcilers, a user and the pass) go one after the other."""
+    study = session.scalars(
+        sa.select(Study)
+        .where(Study.id == study_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if study is None:
+        raise NotFound(f"study {study_id} not found")
+    return study
 
 
 def _run_key(run: Run, variants: dict[str, Variant]) -> RunKey:

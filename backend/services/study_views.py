@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import Run, Study, Variant
 from backend.db.study_state import progress_counts, refresh_status, status_moved
-from backend.run_states import OPEN_STUDY, RUN_KINDS, RUN_STATUSES, progress_totals
+from backend.extension_records import auto_extension_view, records_of
+from backend.run_states import ACTIVE, OPEN_STUDY, RUN_KINDS, RUN_STATUSES, progress_totals
 from backend.services.errors import FieldError
 from backend.services.queries import as_utc, get_study
 from backend.services.read_cache import read_cache, study_version
@@ -106,10 +107,17 @@ def _view(
         "dataset": (study.spec.get("dataset") or {}).get("name"),
         "variants": variant_names,
         "progress": progress,
+        "auto_extension": auto_extension_view(
+            study.spec,
+            study.extensions,
+            study_status=study.status,
+            active_runs=sum(progress.get(s, 0) for s in ACTIVE),
+        ),
     }
     if run_counts is not None:
         view["spec"] = study.spec
         view["run_counts"] = run_counts
+        view["extensions"] = records_of(study.extensions)
     return view
 
 

@@ -13,7 +13,6 @@ import uvicorn
 from backend.api import create_app
 from backend.db.migrate import upgrade
 from backend.settings import Settings
-from tests.frontend import compare_standin
 
 
 def main(port: int, data_dir: str, auth: str = "off") -> None:
@@ -21,7 +20,6 @@ def main(port: int, data_dir: str, auth: str = "off") -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings)
     app = create_app(settings)
-    compare_standin.add_if_missing(app)  # GET /api/v1/compare until branch h16b's lands on main
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="info")
 
 

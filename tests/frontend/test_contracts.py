@@ -449,3 +449,68 @@ def test_the_latency_panel_shows_the_apis_rows_of_the_selected_runtime_only(digi
     (note,) = lp.unstructured_notes(data, "onnxruntime-cpu")
     assert note.startswith("u80 (unstructured): ") and "dense kernels do not skip zeros" in note
     assert "MB sparse encoding" in note
+
+
+def _import(client, rows: list[dict], name: str) -> int:
+    lines = ["variant,lr,wd,seed,top1"] + [
+        f"{r['variant']},{r['lr']},{r['wd']},{r['seed']},{r['top1']}" for r in rows
+    ]
+    response = client.post(
+        "/api/v1/studies/import", files={"file": (f"{name}.csv", "\n".join(lines) + "\n", "text/csv")}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_the_real_compare_endpoint_reads_into_the_compare_page(tmp_path):
+    """GET /api/v1/compare?studies= as the API makes it, through the /compare page's readers."""
+    from fastapi.testclient import TestClient
+
+    from backend.api import create_app
+    from backend.db.migrate import upgrade
+    from backend.settings import Settings
+    from frontend.pages import compare as cmp
+
+    settings = Settings(data_dir=tmp_path, check_dataset_paths=False)
+    upgrade(settings)
+    client = TestClient(create_app(settings))
+    first = _import(client, synthetic_rows(seeds=3), "three seeds")
+    second = _import(client, [r for r in synthetic_rows(seeds=1) if r["variant"] == "base"], "one seed")
+    compare = client.get("/api/v1/compare", params={"studies": f"{first},{second}"}).json()
+    best = cmp.best_rows(compare)
+    assert [(r["study_id"], r["variant"]) for r in best] == [
+        (first, "base"),
+        (first, "u50"),
+        (second, "base"),
+    ]
+    analysis = client.get(f"/api/v1/studies/{first}/analysis").json()
+    assert best[0]["best"] == analysis["results"]["base"]["best"]["value"]
+    assert best[0]["ci_low"] == analysis["results"]["base"]["best"]["ci_low"] is not None
+    roi = {(r["study_id"], r["variant"]): r for r in cmp.roi_rows(compare)}
+    assert roi[(first, "base")]["roi_0.5"] == analysis["results"]["base"]["roi"]["0.5"]["n_points"]
+    shift = {(r["study_id"], r["variant"]): r for r in cmp.shift_rows(compare)}
+    assert shift[(first, "base")]["shift_0.5"] == "(the reference)" and shift[(first, "u50")]["shift_0.5"]
+    risk = {(r["study_id"], r["variant"]): r for r in cmp.risk_rows(compare)}
+    assert risk[(first, "u50")]["risk_mean"] == analysis["results"]["u50"]["risk"]["mean"]
+    assert cmp.tables(compare)  # the four tables build from the real body
+
+
+def test_real_extension_records_read_into_the_study_page(tmp_path):
+    """A manual extension as the service records it (StudyOut.extensions), through the page's reader."""
+    from fastapi.testclient import TestClient
+
+    from backend.api import create_app
+    from backend.db.migrate import upgrade
+    from backend.settings import Settings
+    from frontend.pages import study_extensions as ext
+    from tests.backend.conftest import DEMO_SPEC
+
+    settings = Settings(data_dir=tmp_path, check_dataset_paths=False)
+    upgrade(settings)
+    client = TestClient(create_app(settings))
+    sid = client.post("/api/v1/studies", json=DEMO_SPEC).json()["id"]
+    assert client.post(f"/api/v1/studies/{sid}/extend", json={"lr_high": 1}).status_code == 200
+    study = client.get(f"/api/v1/studies/{sid}").json()
+    (row,) = ext.extension_rows(study)
+    assert row["kind"] == "by hand" and "higher lr" in row["sides"] and row["added_points"] == 3
+    assert ext.extensions_view(study)
