@@ -382,6 +382,32 @@ def layout() -> html.Div:
                         ],
                         className="field-row",
                     ),
+                    html.Div(
+                        [
+                            dcc.Checklist(
+                                id="new-auto",
+                                options=[{"label": " extend the grid automatically", "value": "on"}],
+                                value=[],
+                            ),
+                            html.Div(
+                                [
+                                    html.Span(
+                                        "new grid points per variant, at most", className="field-label"
+                                    ),
+                                    _num("new-auto-points", 20, 1, "90px"),
+                                ]
+                            ),
+                            html.Div(
+                                [
+                                    html.Span("when this ROI touches an edge (pp)", className="field-label"),
+                                    _num("new-auto-level", 1.0, "any", "90px"),
+                                ]
+                            ),
+                        ],
+                        className="field-row",
+                        style={"marginTop": "8px", "alignItems": "flex-end"},
+                    ),
+                    _error("grid.auto_extend"),
                     _error("grid"),
                 ]
             ),
@@ -496,6 +522,15 @@ def register(app: Dash, client_factory) -> None:
         if not info.get("structured_pruning"):
             text += f"; structured pruning not offered: {info.get('no_structured_pruning')}"
         return text
+
+    @app.callback(
+        Output("new-auto-points", "disabled"),
+        Output("new-auto-level", "disabled"),
+        Input("new-auto", "value"),
+    )
+    def auto_fields_apply(on):
+        off = "on" not in (on or [])
+        return off, off
 
     @app.callback(
         Output("new-variants", "children"),
@@ -638,7 +673,7 @@ def register(app: Dash, client_factory) -> None:
                 f"No plan: {error_text(exc.detail)}", className="muted"
             )
             return problem, route_errors(name_errors, error_ids), no_update
-        view = plan_view(plan)
+        view = plan_view(plan, spec["grid"].get("auto_extend"))
         if missing_name:
             view.insert(0, html.P(f"Name missing: {NAME_NEEDED}.", className="error", id="new-plan-name"))
         return view, route_errors(name_errors, error_ids), no_update

@@ -120,6 +120,11 @@ def build_spec(values: dict, variants: list[dict], scans: list[dict] | None = No
     }
     if scans:
         spec["scans"] = scans
+    if "on" in (values.get("auto") or []):
+        spec["grid"]["auto_extend"] = {
+            "max_points": values.get("auto_points"),
+            "level": values.get("auto_level"),
+        }
     return spec
 
 
@@ -136,6 +141,9 @@ FORM_FIELDS = {
     "step": "new-step",
     "size": "new-size",
     "repeats": "new-repeats",
+    "auto": "new-auto",  # grid.auto_extend: on (a checklist), its budget and its ROI level
+    "auto_points": "new-auto-points",
+    "auto_level": "new-auto-level",
 }
 VARIANT_FIELDS = (
     "v-name",
@@ -161,8 +169,27 @@ def spec_from_form(
     return build_spec(values, variants, scans)
 
 
-def plan_view(plan: dict) -> list:
-    """The dry run's answer for people: totals, runs per variant, and the grid's lr / wd values."""
+def auto_extension_line(plan: dict, auto_extend: dict | None) -> html.P | None:
+    """What the auto-extension may add on top of the plan: at most `max_points` grid points per
+    variant, each with every variant's runs at it (the plan has none of them yet)."""
+    if not auto_extend or not isinstance(auto_extend.get("max_points"), int):
+        return None
+    points = plan.get("grid_points") or 0
+    per_point = (
+        sum(v.get("train", 0) + v.get("quantise", 0) for v in plan["variants"]) / points if points else 0
+    )
+    most = int(round(auto_extend["max_points"] * per_point))
+    return html.P(
+        f"Auto-extension on: where a trained variant's {auto_extend.get('level')!r}-ROI touches the grid's edge, "
+        f"up to {auto_extend['max_points']:,} more grid points per variant, i.e. up to {most:,} more runs "
+        "(not counted above: they are planned only if the ROI gets there).",
+        id="new-plan-auto",
+    )
+
+
+def plan_view(plan: dict, auto_extend: dict | None = None) -> list:
+    """The dry run's answer for people: totals, runs per variant, the grid's lr / wd values, and
+    what an auto-extension (`grid.auto_extend` of the spec) may add."""
     counts = plan["run_counts"]
     sentence = (
         f"This will plan {counts['total']:,} runs: {counts['train']:,} training, {counts['prune']:,} pruning, "
@@ -188,6 +215,7 @@ def plan_view(plan: dict) -> list:
         for v in plan["variants"]
     ]
     table = html.Table([html.Thead(head), html.Tbody(body)], className="plain", id="new-plan-table")
+    auto = auto_extension_line(plan, auto_extend)
     n_lr, n_wd = len(plan["lr_values"]), len(plan["wd_values"])
     seeds = plan["repeats"]
     grid = html.Div(
@@ -202,7 +230,7 @@ def plan_view(plan: dict) -> list:
         ],
         className="note",
     )
-    return [html.P(sentence, id="new-plan-total"), table, grid]
+    return [html.P(sentence, id="new-plan-total"), table, grid, auto]
 
 
 def plan_problem(messages: dict[str, str]) -> str:

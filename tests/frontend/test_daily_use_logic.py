@@ -99,14 +99,16 @@ def test_a_variant_row_shows_and_sends_only_the_fields_of_its_kind():
 
 
 def test_scans_in_the_spec_and_the_plan_preview():
-    form = ["s", "digits", None, "digits_cnn", 3, 64, 0.9, 0.1, 1e-4, 0.4, 3, 1]
+    form = ["s", "digits", None, "digits_cnn", 3, 64, 0.9, 0.1, 1e-4, 0.4, 3, 1, ["on"], 12, 0.5]
     variants = [["base"], ["base"], [None], [None], [None], [None], [None], [None]]
     scans = [["unstructured"], ["layer"], ["0, 0.5 0.9;abc"], ["all"]]
     spec = new_spec.spec_from_form(form, variants, scans)
     assert spec["scans"] == [
         {"kind": "unstructured", "scope": "layer", "fractions": [0.0, 0.5, 0.9, "abc"], "on": "all"}
     ]
+    assert spec["grid"]["auto_extend"] == {"max_points": 12, "level": 0.5}
     assert "scans" not in new_spec.spec_from_form(form, variants, [[], [], [], []])
+    assert "auto_extend" not in new_spec.spec_from_form(form[:-3] + [[], 12, 0.5], variants)["grid"]
     plan = {
         "run_counts": {"train": 9, "prune": 1, "quantise": 0, "measure": 2, "scan": 2, "total": 23},
         "variants": [
@@ -117,7 +119,11 @@ def test_scans_in_the_spec_and_the_plan_preview():
         ],
         "grid_points": 9, "repeats": 1, "lr_values": [0.1], "wd_values": [3.98107170553e-05],
     }  # fmt: skip
-    sentence, table, grid = new_spec.plan_view(plan)
+    sentence, table, grid, auto = new_spec.plan_view(plan, {"max_points": 12, "level": 0.5})
+    # every new grid point gets every variant's train runs: 18 runs per point over 9 points -> 2 per point
+    assert auto.children.startswith("Auto-extension on: where a trained variant's 0.5-ROI touches")
+    assert "up to 12 more grid points per variant, i.e. up to 24 more runs" in auto.children
+    assert new_spec.plan_view(plan)[3] is None
     assert sentence.children.endswith("2 measurement, 2 sensitivity scan.")
     row = [cell.children for cell in table.children[1].children[1].children]
     assert row == ["u", "unstructured", "9", "1", "0", "1", "1", "12", "3", "9"]

@@ -104,7 +104,7 @@ def _train_runs(db: Path, study_id: int) -> list[tuple[int, int, int]]:
 def _choose(page, dropdown: str, label: str) -> None:
     """Pick `label` in a Dash dropdown as a user does: open it, click the option."""
     page.click(dropdown)
-    page.get_by_role("option", name=label, exact=True).click()
+    page.locator(".dash-dropdown-option", has=page.get_by_text(label, exact=True)).click()
     page.keyboard.press("Escape")
 
 
@@ -340,7 +340,7 @@ def test_5_progress_status_cancel_question_filter_words_and_auth_mode(server, pa
     # the list's status filter speaks the badges' words
     page.goto(url + "/")
     page.click("#studies-status")
-    options = page.get_by_role("option").all_inner_texts()
+    options = page.locator(".dash-dropdown-option").all_inner_texts()
     page.keyboard.press("Escape")
     assert [o.strip() for o in options] == [
         "pending",
@@ -443,7 +443,7 @@ def test_8_the_form_shows_what_applies_and_says_what_is_wrong_in_words(server, p
     assert "a study needs a name" in page.locator(_pattern_id(field="name", type="err")).inner_text()
     # the one model list: the API's catalog
     page.click("#new-model")
-    shown = page.get_by_role("option").all_inner_texts()
+    shown = page.locator(".dash-dropdown-option").all_inner_texts()
     page.keyboard.press("Escape")
     assert [s.strip() for s in shown] == [m["name"] for m in catalog["models"]]
 
@@ -460,7 +460,7 @@ def test_8_the_form_shows_what_applies_and_says_what_is_wrong_in_words(server, p
     source = page.locator(_pattern_id(index=2, type="v-source"))
     assert source.is_visible()
     page.click(_pattern_id(index=2, type="v-source"))
-    assert [o.strip() for o in page.get_by_role("option").all_inner_texts()] == ["base", "u50"]
+    assert [o.strip() for o in page.locator(".dash-dropdown-option").all_inner_texts()] == ["base", "u50"]
     page.keyboard.press("Escape")
     # u50 prunes in three rounds, and a scan is planned: the preview counts them
     page.fill(_pattern_id(index=1, type="v-iterations"), "3")
@@ -484,6 +484,12 @@ def test_8_the_form_shows_what_applies_and_says_what_is_wrong_in_words(server, p
     _choose(page, "#new-dataset", "digits")
     path_box.wait_for(state="hidden")
 
+    # the grid extends itself, within a budget the preview states
+    assert page.locator("#new-auto-points").is_disabled()
+    page.get_by_label("extend the grid automatically").check()
+    page.locator("#new-auto-points").fill("10")
+    page.locator("#new-plan-auto", has_text="up to 10 more grid points per variant").wait_for()
+
     page.locator("#new-plan-total", has_text="This will plan").wait_for()
     page.click("#new-submit")
     page.wait_for_url(re.compile(r".*/studies/\d+$"))
@@ -492,6 +498,7 @@ def test_8_the_form_shows_what_applies_and_says_what_is_wrong_in_words(server, p
     assert variants["u50"]["iterations"] == 3
     assert variants["v2"] == {"name": "v2", "kind": "int8", "source": "base", "calibration_batches": 10}
     assert created["spec"]["scans"][0]["fractions"][:3] == [0.0, 0.1, 0.2]
+    assert created["spec"]["grid"]["auto_extend"] == {"max_points": 10, "level": 1.0}
     assert not page.errors
 
 

@@ -172,7 +172,8 @@ PLAN = {
 
 
 def test_plan_preview_shows_counts_per_variant_and_the_grid():
-    sentence, table, grid = new_spec.plan_view(PLAN)
+    sentence, table, grid, auto = new_spec.plan_view(PLAN)
+    assert auto is None  # no auto-extension asked for
     assert sentence.children == (
         "This will plan 31 runs: 18 training, 1 pruning, 9 quantisation, 3 measurement."
     )
@@ -195,7 +196,7 @@ def test_plan_preview_shows_counts_per_variant_and_the_grid():
 
 
 def test_form_values_make_the_spec_the_api_gets():
-    form = ["  s  ", "digits", None, "digits_cnn", 3, 64, 0.9, 0.1, 1e-4, 0.4, 3, 1]
+    form = ["  s  ", "digits", None, "digits_cnn", 3, 64, 0.9, 0.1, 1e-4, 0.4, 3, 1, [], 20, 1.0]
     columns = [["base", "u50"], ["base", "structured"], [None, 0.5], [None, "uniform"], ["", ""],
                [None, None], [None, None]]  # fmt: skip
     spec = new_spec.spec_from_form(form, columns)
