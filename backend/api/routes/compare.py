@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from backend.api.deps import SessionDep
+from backend.api.deps import SessionDep, require_reader
 from backend.api.schemas import READ_ERRORS, StudiesCompare, ValidationErrorOut
 from backend.services import study_comparison
 
-router = APIRouter(prefix="/compare", tags=["compare"], responses=READ_ERRORS)
+# Reads as someone, like every study read (PRUNESCAPE_AUTH=all: a token holder).
+router = APIRouter(
+    prefix="/compare", tags=["compare"], responses=READ_ERRORS, dependencies=[Depends(require_reader)]
+)
 
 
 @router.get(
