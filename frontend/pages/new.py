@@ -12,21 +12,17 @@ the token from the top bar (`frontend.pages.token`); a refusal for want of one s
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-from typing import Any
 
 from dash import ALL, MATCH, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from frontend.api_client import ApiError
 from frontend.pages.messages import error_text, field_messages
+from frontend.pages.new_rows import field_error, field_row, number_input, scan_row, variant_row
 from frontend.pages.new_spec import (
-    CELLS_OF_KIND,
-    DEFAULT_FRACTIONS,
     DEFAULT_VARIANTS,
     EPOCH_LABELS,
     FORM_FIELDS,
-    KINDS,
     METHOD_LABELS,
     METHODS,
     NAME_NEEDED,
@@ -48,243 +44,17 @@ from frontend.pages.token import STORE_ID as TOKEN_STORE
 from frontend.pages.token import read_refusal, refused_message
 
 
-def _error(field: str) -> html.Div:
-    return html.Div(id={"type": "err", "field": field}, className="error")
-
-
-def _field(label: str, component: Any, field: str, hint: Any = None, hint_id: str | None = None) -> list:
-    return [
-        html.Label(
-            label,
-            htmlFor=getattr(component, "id", None)
-            if isinstance(getattr(component, "id", None), str)
-            else None,
-        ),
-        html.Div(
-            [
-                component,
-                html.Div(hint, className="note", **({"id": hint_id} if hint_id else {}))
-                if hint is not None or hint_id
-                else None,
-                _error(field),
-            ]
-        ),
-    ]
-
-
-def _num(id_: Any, value: Any, step: Any = "any", width: str = "150px") -> dcc.Input:
-    return dcc.Input(id=id_, type="number", value=value, step=step, debounce=False, style={"width": width})
-
-
-def variant_row(index: int, v: dict) -> html.Div:
-    """One variant: name and kind, then the cells of its kind (`CELLS_OF_KIND`; the others hidden
-    by `show_variant_fields`), each with its error line."""
-
-    def cell(key: str, label: Any, component: Any, errors: Sequence[str]) -> html.Div:
-        kind = v.get("kind", "structured")
-        shown = key in ("name", "kind") or key in CELLS_OF_KIND.get(kind, ())
-        return html.Div(
-            [
-                html.Span(label, className="field-label", id={"type": f"v-label-{key}", "index": index}),
-                component,
-                *[_error(f"variants.{index}.{field}") for field in errors],
-            ],
-            id={"type": f"v-cell-{key}", "index": index},
-            style=None if shown else {"display": "none"},
-        )
-
-    kind = v.get("kind", "structured")
-    return html.Div(
-        [
-            cell(
-                "name",
-                "name",
-                dcc.Input(
-                    id={"type": "v-name", "index": index}, value=v.get("name", ""), style={"width": "110px"}
-                ),
-                ("name",),
-            ),
-            cell(
-                "kind",
-                "kind",
-                dcc.Dropdown(
-                    id={"type": "v-kind", "index": index},
-                    options=KINDS,
-                    value=kind,
-                    clearable=False,
-                    style={"width": "140px"},
-                ),
-                ("kind",),
-            ),
-            cell(
-                "ratio",
-                RATIO_LABELS.get(kind, "FLOPs ratio kept (0–1]"),
-                dcc.Input(
-                    id={"type": "v-ratio", "index": index},
-                    type="number",
-                    value=v.get("ratio"),
-                    step="any",
-                    style={"width": "110px"},
-                ),
-                VARIANT_CELLS["ratio"],
-            ),
-            cell(
-                "method",
-                METHOD_LABELS.get(kind, "method"),
-                dcc.Dropdown(
-                    id={"type": "v-method", "index": index},
-                    options=METHODS.get(kind, METHODS["structured"]),
-                    value=v.get("method"),
-                    clearable=False,
-                    style={"width": "130px"},
-                ),
-                VARIANT_CELLS["method"],
-            ),
-            cell(
-                "source",
-                "source variant",
-                dcc.Dropdown(
-                    id={"type": "v-source", "index": index},
-                    options=[],
-                    value=v.get("source"),
-                    placeholder="pick a variant",
-                    style={"width": "140px"},
-                ),
-                VARIANT_CELLS["source"],
-            ),
-            cell(
-                "retrain",
-                "retrain",
-                dcc.Dropdown(
-                    id={"type": "v-retrain", "index": index},
-                    options=["scratch", "finetune", "rewind"],
-                    value=v.get("retrain"),
-                    placeholder="scratch",
-                    style={"width": "120px"},
-                ),
-                VARIANT_CELLS["retrain"],
-            ),
-            cell(
-                "epochs",
-                EPOCH_LABELS.get(v.get("retrain"), "epochs"),
-                dcc.Input(
-                    id={"type": "v-epochs", "index": index},
-                    type="number",
-                    value=v.get("epochs"),
-                    style={"width": "90px"},
-                ),
-                VARIANT_CELLS["epochs"],
-            ),
-            cell(
-                "iterations",
-                "iterations (1–10)",
-                dcc.Input(
-                    id={"type": "v-iterations", "index": index},
-                    type="number",
-                    min=1,
-                    max=10,
-                    step=1,
-                    value=v.get("iterations", 1),
-                    style={"width": "80px"},
-                ),
-                VARIANT_CELLS["iterations"],
-            ),
-            html.Div(
-                [
-                    html.Span(" ", className="field-label"),
-                    html.Button("remove", id={"type": "v-remove", "index": index}, className="small"),
-                ]
-            ),
-            html.Div(
-                id={"type": "err", "field": f"variants.{index}"},
-                className="error",
-                style={"flexBasis": "100%"},
-            ),
-        ],
-        className="variant-row",
-        id={"type": "v-row", "index": index},
-    )
-
-
-def scan_row(index: int, scan: dict) -> html.Div:
-    """One sensitivity scan: what is pruned, over which scope, at which fractions, of which models."""
-
-    def cell(label: str, component: Any) -> html.Div:
-        return html.Div([html.Span(label, className="field-label"), component])
-
-    return html.Div(
-        [
-            cell(
-                "pruning",
-                dcc.Dropdown(
-                    id={"type": "s-kind", "index": index},
-                    options=["structured", "unstructured"],
-                    value=scan.get("kind", "unstructured"),
-                    clearable=False,
-                    style={"width": "140px"},
-                ),
-            ),
-            cell(
-                "scope",
-                dcc.Dropdown(
-                    id={"type": "s-scope", "index": index},
-                    options=[
-                        {"label": "whole model", "value": "global"},
-                        {"label": "each layer alone", "value": "layer"},
-                    ],
-                    value=scan.get("scope", "global"),
-                    clearable=False,
-                    style={"width": "160px"},
-                ),
-            ),
-            cell(
-                "fractions pruned (comma-separated, each in [0, 1))",
-                dcc.Input(
-                    id={"type": "s-fractions", "index": index},
-                    value=scan.get("fractions", DEFAULT_FRACTIONS),
-                    style={"width": "340px"},
-                ),
-            ),
-            cell(
-                "models scanned",
-                dcc.Dropdown(
-                    id={"type": "s-on", "index": index},
-                    options=[
-                        {"label": "the base model", "value": "base"},
-                        {"label": "base and every pruned variant", "value": "all"},
-                    ],
-                    value=scan.get("on", "base"),
-                    clearable=False,
-                    style={"width": "230px"},
-                ),
-            ),
-            html.Div(
-                [
-                    html.Span(" ", className="field-label"),
-                    html.Button("remove", id={"type": "s-remove", "index": index}, className="small"),
-                ]
-            ),
-            html.Div(
-                [_error(f"scans.{index}"), _error(f"scans.{index}.fractions")],
-                style={"flexBasis": "100%"},
-            ),
-        ],
-        className="variant-row",
-        id={"type": "s-row", "index": index},
-    )
-
-
 def layout() -> html.Div:
     form = html.Div(
         [
-            *_field(
+            *field_row(
                 "name",
                 dcc.Input(
                     id="new-name", value="", placeholder="e.g. digits pruning", style={"width": "360px"}
                 ),
                 "name",
             ),
-            *_field(
+            *field_row(
                 "dataset",
                 html.Div(
                     [
@@ -306,7 +76,7 @@ def layout() -> html.Div:
                 "dataset",
                 hint_id="new-dataset-note",
             ),
-            *_field(
+            *field_row(
                 "model",
                 dcc.Dropdown(
                     id="new-model",
@@ -318,26 +88,29 @@ def layout() -> html.Div:
                 "model",
                 hint_id="new-model-note",
             ),
-            *_field(
+            *field_row(
                 "recipe",
                 html.Div(
                     [
                         html.Div(
-                            [html.Span("epochs", className="field-label"), _num("new-epochs", 3, 1, "90px")]
-                            + [_error("recipe.epochs")]
+                            [
+                                html.Span("epochs", className="field-label"),
+                                number_input("new-epochs", 3, 1, "90px"),
+                            ]
+                            + [field_error("recipe.epochs")]
                         ),
                         html.Div(
                             [
                                 html.Span("batch size", className="field-label"),
-                                _num("new-batch", 64, 1, "90px"),
+                                number_input("new-batch", 64, 1, "90px"),
                             ]
-                            + [_error("recipe.batch_size")]
+                            + [field_error("recipe.batch_size")]
                         ),
                         html.Div(
                             [
                                 html.Span("momentum", className="field-label"),
-                                _num("new-momentum", 0.9, "any", "90px"),
-                                _error("recipe.momentum"),
+                                number_input("new-momentum", 0.9, "any", "90px"),
+                                field_error("recipe.momentum"),
                             ]
                         ),
                     ],
@@ -354,29 +127,29 @@ def layout() -> html.Div:
                             html.Div(
                                 [
                                     html.Span("lr centre", className="field-label"),
-                                    _num("new-lr", 0.1),
-                                    _error("grid.lr_centre"),
+                                    number_input("new-lr", 0.1),
+                                    field_error("grid.lr_centre"),
                                 ]  # fmt: skip
                             ),
                             html.Div(
                                 [
                                     html.Span("wd centre", className="field-label"),
-                                    _num("new-wd", 1e-4),
-                                    _error("grid.wd_centre"),
+                                    number_input("new-wd", 1e-4),
+                                    field_error("grid.wd_centre"),
                                 ]  # fmt: skip
                             ),
                             html.Div(
                                 [
                                     html.Span("step (log10)", className="field-label"),
-                                    _num("new-step", 0.4),
-                                    _error("grid.step"),
+                                    number_input("new-step", 0.4),
+                                    field_error("grid.step"),
                                 ]  # fmt: skip
                             ),
                             html.Div(
                                 [
                                     html.Span("size (points per axis, odd)", className="field-label"),
-                                    _num("new-size", 3, 1),
-                                    _error("grid.size"),
+                                    number_input("new-size", 3, 1),
+                                    field_error("grid.size"),
                                 ]  # fmt: skip
                             ),
                         ],
@@ -394,24 +167,24 @@ def layout() -> html.Div:
                                     html.Span(
                                         "new grid points per variant, at most", className="field-label"
                                     ),
-                                    _num("new-auto-points", 20, 1, "90px"),
+                                    number_input("new-auto-points", 20, 1, "90px"),
                                 ]
                             ),
                             html.Div(
                                 [
                                     html.Span("when this ROI touches an edge (pp)", className="field-label"),
-                                    _num("new-auto-level", 1.0, "any", "90px"),
+                                    number_input("new-auto-level", 1.0, "any", "90px"),
                                 ]
                             ),
                         ],
                         className="field-row",
                         style={"marginTop": "8px", "alignItems": "flex-end"},
                     ),
-                    _error("grid.auto_extend"),
-                    _error("grid"),
+                    field_error("grid.auto_extend"),
+                    field_error("grid"),
                 ]
             ),
-            *_field("repeats (seeds)", _num("new-repeats", 1, 1, "90px"), "repeats"),
+            *field_row("repeats (seeds)", number_input("new-repeats", 1, 1, "90px"), "repeats"),
             html.Label("variants"),
             html.Div(
                 [
@@ -419,7 +192,7 @@ def layout() -> html.Div:
                     html.Button(
                         "add variant", id="new-add-variant", className="small", style={"marginTop": "8px"}
                     ),
-                    _error("variants"),
+                    field_error("variants"),
                 ]
             ),
             html.Label("sensitivity scans"),
@@ -432,7 +205,7 @@ def layout() -> html.Div:
                     ),
                     html.Div([], id="new-scans"),
                     html.Button("add scan", id="new-add-scan", className="small", style={"marginTop": "8px"}),
-                    _error("scans"),
+                    field_error("scans"),
                 ]
             ),
             html.Span(),
@@ -440,7 +213,7 @@ def layout() -> html.Div:
                 [
                     html.Div(id="new-plan", className="plan"),
                     html.Button("Create study", id="new-submit", className="primary"),
-                    _error("_"),
+                    field_error("_"),
                 ]
             ),
         ],

@@ -78,7 +78,7 @@ def test_a_real_measure_run_reads_into_the_measurement_table(tmp_path):
     """A real measure job (digits_cnn, both CPU runtimes), the /compare body the API makes of it,
     and the dashboard's measurement row: latency on the default runtime, named, and the histograms."""
     from backend.analysis.latency import latency_comparison, latency_records
-    from backend.api.schemas import Compare, CompareRow
+    from backend.api.comparison_schemas import Compare, CompareRow
     from workers.engine.artifacts import save_model
     from workers.engine.models import build_model
     from workers.jobs.inputs import RunInput
@@ -361,7 +361,7 @@ def _compare_body(measured: dict, *, drop: dict[str, str] | None = None) -> dict
     """The /compare body the API builds from real measure records (CompareRow, latency_comparison);
     `drop`: {variant: runtime} removes that runtime's record (a variant timed on the other only)."""
     from backend.analysis.latency import latency_comparison, latency_records
-    from backend.api.schemas import Compare, CompareRow
+    from backend.api.comparison_schemas import Compare, CompareRow
 
     rows, inputs = [], []
     base_flops = measured["base"]["flops"]

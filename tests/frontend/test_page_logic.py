@@ -73,7 +73,7 @@ def test_shift_sentence_never_rounds_a_tiny_shift_to_zero():
 def _compare_row(**fields):
     """A /compare row in the API's declared shape (backend/api/schemas.py CompareRow): every field
     present, the unset ones null, as the API serves them."""
-    from backend.api.schemas import CompareRow
+    from backend.api.comparison_schemas import CompareRow
 
     row = dict.fromkeys(CompareRow.model_fields)
     row.update(finished_runs=0, **fields)

@@ -12,70 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from workers.engine.errors import EngineError
+from workers.engine.cli_args import (
+    ArgumentError,
+    add_command,
+    emit,
+    load_data,
+    parse_fractions,
+    parse_input_shape,
+    positive,
+)
+from workers.engine.cli_train import train_command
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from workers.engine.data import Data
-
-
-class ArgumentError(EngineError):
-    """A command-line argument with a value the command cannot use; the message names it."""
-
-
-def _one_line_errors(parser: argparse.ArgumentParser, command: str) -> None:
-    def error(message: str) -> NoReturn:
-        print(f"prunescape {command}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = error  # type: ignore[method-assign]
-
-
-def _add(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    _one_line_errors(parser, name)
-    return parser
-
-
-# --- argument parsing helpers --------------------------------------------------------------------
-
-
-def parse_input_shape(text: str) -> tuple[int, int, int]:
-    match = re.fullmatch(r"\s*(\d+)x(\d+)x(\d+)\s*", text or "")
-    if not match or min(int(g) for g in match.groups()) < 1:
-        raise ArgumentError(f"--input must look like 3x32x32 (C x H x W, positive), got {text!r}")
-    return int(match[1]), int(match[2]), int(match[3])
-
-
-def parse_fractions(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ArgumentError(
-            f"--fractions must be comma-separated numbers like 0,0.5,0.9, got {text!r}"
-        ) from None
-    if not values or any(not 0 <= v < 1 for v in values):
-        raise ArgumentError(f"--fractions must be numbers in [0, 1), got {text!r}")
-    return values
-
-
-def _positive(value: int | float | None, flag: str) -> None:
-    if value is not None and value <= 0:
-        raise ArgumentError(f"{flag} must be > 0, got {value}")
-
-
-def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: list[str]) -> None:
-    if args.json:
-        print(json.dumps(payload, indent=2, default=str))
-    else:
-        print("\n".join(lines))
 
 
 def _model_from_name(name: str, num_classes: int | None, input_text: str | None, weights: str | None):
@@ -83,7 +36,7 @@ def _model_from_name(name: str, num_classes: int | None, input_text: str | None,
 
     info = get_model_info(name)
     shape = parse_input_shape(input_text) if input_text else info.input_shape
-    _positive(num_classes, "--num-classes")
+    positive(num_classes, "--num-classes")
     model = build_model(name, num_classes=num_classes, input_shape=shape, weights_path=weights)
     return model, shape, num_classes or info.num_classes
 
@@ -98,12 +51,6 @@ def _load_model_file(path: str) -> tuple[nn.Module, dict[str, Any]]:
 
 def _meta_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
     return tuple(int(d) for d in meta["input_shape"])  # type: ignore[return-value]
-
-
-def _load_data(name: str, path: str | None) -> Data:
-    from workers.engine.data import DatasetSpec, load_dataset
-
-    return load_dataset(DatasetSpec(name=name, path=path))
 
 
 # --- measure -------------------------------------------------------------------------------------
@@ -160,7 +107,7 @@ def _measure(args: argparse.Namespace) -> int:
     from workers.engine.measure import count_params, environment_info, file_size_bytes
     from workers.engine.runtimes import latency_by_runtime
 
-    _positive(args.threads, "--threads")
+    positive(args.threads, "--threads")
     if args.model_file:
         model, meta = _load_model_file(args.model_file)
         shape, name = _meta_shape(meta), meta.get("model_name")
@@ -205,146 +152,7 @@ def _measure(args: argparse.Namespace) -> int:
         )
         payload["environment"] = environment_info()
         lines += latency_lines(payload["latency"])
-    _emit(args, payload, lines)
-    return 0
-
-
-# --- train ---------------------------------------------------------------------------------------
-
-
-MAX_GRID_POINTS = 64  # --lr x --wd points one command trains (a fused group of 64 small nets fits a GPU)
-
-
-def parse_values(text: str, flag: str, *, positive: bool) -> list[float]:
-    """Comma-separated finite numbers (> 0 with `positive`, else >= 0), at least one, no repeats."""
-    try:
-        values = [float(part) for part in (text or "").split(",") if part.strip()]
-    except ValueError:
-        raise ArgumentError(f"{flag} must be comma-separated numbers like 0.01,0.1, got {text!r}") from None
-    if not values:
-        raise ArgumentError(f"{flag} needs at least one number, got {text!r}")
-    bad = [v for v in values if not math.isfinite(v) or (v <= 0 if positive else v < 0)]
-    if bad:
-        raise ArgumentError(f"{flag} must be {'> 0' if positive else '>= 0'} and finite, got {bad[0]}")
-    if len(set(values)) != len(values):
-        raise ArgumentError(f"{flag} lists a value twice: {text!r}")
-    return values
-
-
-def _point_out(out: str, lr: float, wd: float, grid: bool) -> Path:
-    """A single point is saved at --out; grid points next to it as <stem>-lr<lr>-wd<wd><suffix>."""
-    path = Path(out)
-    return path.with_name(f"{path.stem}-lr{lr:g}-wd{wd:g}{path.suffix}") if grid else path
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _train(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from tqdm import tqdm
-
-    from workers.engine.artifacts import save_model
-    from workers.engine.fused import CastData, parse_dtype, train_group
-    from workers.engine.models import build_model
-    from workers.engine.training import Recipe, train
-
-    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
-        _positive(value, flag)
-    lrs = parse_values(args.lr, "--lr", positive=True) if args.lr is not None else [None]
-    wds = parse_values(args.wd, "--wd", positive=False) if args.wd is not None else [None]
-    if len(lrs) * len(wds) > MAX_GRID_POINTS:
-        raise ArgumentError(
-            f"--lr x --wd makes {len(lrs) * len(wds)} points; at most {MAX_GRID_POINTS} per command"
-        )
-    dtype = parse_dtype(args.dtype) if args.dtype else None
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
-    base = Recipe(**{k: v for k, v in overrides.items() if v is not None})
-    recipes = [
-        dataclasses.replace(
-            base, lr=base.lr if lr is None else lr, weight_decay=base.weight_decay if wd is None else wd
-        )
-        for lr in lrs
-        for wd in wds
-    ]
-    grid = len(recipes) > 1
-    fused = grid if args.fused is None else args.fused
-    data = _load_data(args.dataset, args.data_path)
-    payloads: list[dict[str, Any]] = []
-    lines: list[str] = []
-
-    def make() -> nn.Module:
-        return build_model(args.model, num_classes=data.num_classes, input_shape=data.input_shape)
-
-    def save(model: nn.Module, recipe: Recipe, result: Any) -> None:
-        out = _point_out(args.out, recipe.lr, recipe.weight_decay, grid)
-        group_size = int(result.fast_path.get("group_size", 1)) if fused else 1
-        meta = {
-            "dataset": args.dataset, "recipe": recipe.to_dict(), "top1": result.top1, "top5": result.top5,
-            "group_size": group_size,
-        }  # fmt: skip
-        size = save_model(
-            model, out, model_name=args.model, num_classes=data.num_classes,
-            input_shape=tuple(data.input_shape), meta=meta,
-        )  # fmt: skip
-        payloads.append(
-            {
-                "model": args.model,
-                "dataset": args.dataset,
-                "lr": recipe.lr,
-                "wd": recipe.weight_decay,
-                "status": result.status,
-                "epochs": result.epochs,
-                "top1": _finite_or_none(result.top1),
-                "top5": _finite_or_none(result.top5),
-                "loss": _finite_or_none(result.history[-1].val_loss),
-                "group_size": group_size,
-                "seconds": result.seconds,
-                "device": str(result.device),
-                "dtype": args.dtype or "float32",
-                "recipe": recipe.to_dict(),
-                "out": str(out),
-                "size_bytes": size,
-            }
-        )
-        lines.append(
-            f"lr {recipe.lr:g} wd {recipe.weight_decay:g}: {result.status}, top1 {result.top1:.2f} %, "
-            f"top5 {result.top5:.2f} %, group of {group_size} -> {out} ({size:,} bytes)"
-        )
-
-    with tqdm(
-        total=base.epochs * len(recipes), desc=f"train {args.model}", unit="epoch", file=sys.stderr
-    ) as bar:
-
-        def on_epoch(*event: Any) -> None:
-            metrics = event[-1]  # (metrics) from train(), (index, metrics) from train_group()
-            bar.set_postfix(loss=f"{metrics.train_loss:.3f}", val_top1=f"{metrics.val_top1:.1f}")
-            bar.update(1)
-
-        if fused:
-            models = [make() for _ in recipes]
-            results = train_group(models, data, recipes, on_epoch=on_epoch, dtype=dtype)
-            for model, recipe, result in zip(models, recipes, results, strict=True):
-                save(model, recipe, result)
-        else:
-            for recipe in recipes:
-                model = make()
-                if dtype is not None:  # an equivalence check: the model and its batches in that dtype
-                    model.to(dtype)
-                save(
-                    model,
-                    recipe,
-                    train(model, data if dtype is None else CastData(data, dtype), recipe, on_epoch=on_epoch),
-                )
-    if not grid:
-        _emit(args, payloads[0], lines)  # one point: the object (or line) it always printed
-    elif args.json:
-        for payload in payloads:  # one JSON object per point, one per line
-            print(json.dumps(payload, default=str))
-    else:
-        print("\n".join(lines))
+    emit(args, payload, lines)
     return 0
 
 
@@ -466,7 +274,7 @@ def _prune(args: argparse.Namespace) -> int:
         *(f"  {row['name']:<40} keeps {row['kept_channels']} channels" for row in payload["layers"]),
         f"-> {args.out} ({size:,} bytes dense, {payload['sparse_size_bytes']:,} sparse-encoded)",
     ]
-    _emit(args, payload, lines)
+    emit(args, payload, lines)
     return 0
 
 
@@ -482,12 +290,12 @@ def _quantise(args: argparse.Namespace) -> int:
     from workers.engine.runtimes import latency_by_runtime
     from workers.engine.training import evaluate
 
-    _positive(args.threads, "--threads")
-    _positive(args.calib_batches, "--calib-batches")
-    _positive(args.calib_batch_size, "--calib-batch-size")
+    positive(args.threads, "--threads")
+    positive(args.calib_batches, "--calib-batches")
+    positive(args.calib_batch_size, "--calib-batch-size")
     model, meta = _load_model_file(args.model_file)
     shape = _meta_shape(meta)
-    data = _load_data(args.dataset, args.data_path)
+    data = load_data(args.dataset, args.data_path)
     if tuple(data.input_shape) != shape:
         raise ArgumentError(
             f"--dataset {args.dataset} gives {'x'.join(map(str, data.input_shape))} inputs but "
@@ -558,7 +366,7 @@ def _quantise(args: argparse.Namespace) -> int:
     ]
     if not args.no_latency:
         lines += _quantised_latency_lines(args.mode, payload["fp32_latency"], payload["latency"])
-    _emit(args, payload, lines)
+    emit(args, payload, lines)
     return 0
 
 
@@ -599,7 +407,7 @@ def _scan(args: argparse.Namespace) -> int:
 
     fractions = parse_fractions(args.fractions) if args.fractions else list(DEFAULT_FRACTIONS)
     model, meta = _load_model_file(args.model_file)
-    data = _load_data(args.dataset, args.data_path)
+    data = load_data(args.dataset, args.data_path)
     with tqdm(desc=f"scan {args.kind}/{args.scope}", unit="point", file=sys.stderr) as bar:
         rows = sensitivity_scan(
             model,
@@ -617,7 +425,7 @@ def _scan(args: argparse.Namespace) -> int:
         f"{row['top1']:>7.2f} {row['top5']:>7.2f}"
         for row in rows
     ]
-    _emit(args, payload, lines)
+    emit(args, payload, lines)
     return 0
 
 
@@ -626,7 +434,7 @@ def _scan(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add measure, train, prune, quantise and scan to the `prunescape` command."""
-    p = _add(subparsers, "measure", "Parameters, FLOPs, prunable layers and latency of a model.")
+    p = add_command(subparsers, "measure", "Parameters, FLOPs, prunable layers and latency of a model.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="registry model name, e.g. resnet56")
     source.add_argument("--model-file", help="a model saved by prunescape train/prune")
@@ -642,7 +450,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_measure)
 
-    p = _add(
+    p = add_command(
         subparsers,
         "train",
         "Train a model on a data set with the study's recipe; several --lr/--wd values train their grid "
@@ -668,9 +476,11 @@ def register(subparsers: Any) -> None:
         help="where to save the trained model (grid points: <stem>-lr<lr>-wd<wd><suffix>)",
     )
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=train_command)
 
-    p = _add(subparsers, "prune", "Prune a model structurally (to a FLOPs ratio or a plan) or unstructured.")
+    p = add_command(
+        subparsers, "prune", "Prune a model structurally (to a FLOPs ratio or a plan) or unstructured."
+    )
     p.add_argument("--model", help="registry model name")
     p.add_argument("--model-file", help="a model saved by prunescape train/prune (instead of --model)")
     p.add_argument("--input", help="input shape CxHxW for --model (default: the model's)")
@@ -685,7 +495,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_prune)
 
-    p = _add(subparsers, "quantise", "Quantise a trained model (int8 / mixed with ONNX Runtime, or fp16).")
+    p = add_command(
+        subparsers, "quantise", "Quantise a trained model (int8 / mixed with ONNX Runtime, or fp16)."
+    )
     p.add_argument("--model-file", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-path")
@@ -700,7 +512,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_quantise)
 
-    p = _add(subparsers, "scan", "Accuracy after pruning a fraction, without retraining.")
+    p = add_command(subparsers, "scan", "Accuracy after pruning a fraction, without retraining.")
     p.add_argument("--model-file", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-path")

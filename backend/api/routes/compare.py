@@ -6,8 +6,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from backend.api.comparison_schemas import StudiesCompare
 from backend.api.deps import SessionDep, require_reader
-from backend.api.schemas import READ_ERRORS, StudiesCompare, ValidationErrorOut
+from backend.api.schemas import READ_ERRORS, ValidationErrorOut
 from backend.services import study_comparison
 
 # Reads as someone, like every study read (PRUNESCAPE_AUTH=all: a token holder).

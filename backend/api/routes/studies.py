@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.analysis import AnalysisReport
+from backend.api.comparison_schemas import Compare
 from backend.api.deps import (
     ReaderDep,
     SessionDep,
@@ -25,7 +26,6 @@ from backend.api.schemas import (
     UPLOAD_ERRORS,
     WRITE_ERRORS,
     CancelOut,
-    Compare,
     DeleteOut,
     ErrorOut,
     ExtendIn,
