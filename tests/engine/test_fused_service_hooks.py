@@ -88,3 +88,56 @@ def test_the_cuda_probe_measures_more_for_two_models_and_leaves_the_model_alone(
     free, _ = torch.cuda.mem_get_info(device)
     assert 1 <= size <= AUTO_GROUP_CAP
     assert one + (size - 1) * (two - one) <= free  # what it chose fits what is free now
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_probe_steps_run_for_plain_and_masked_models_and_leave_them_alone(masked):
+    """The probe's steps on the CPU (its memory figures are CUDA's): an unstructured variant's
+    masked model fuses like its training group does, and the run's own model is not touched."""
+    from torch.nn.utils import prune
+
+    from workers.engine.fused.probe import probe_steps
+
+    model = make()
+    if masked:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+                prune.l1_unstructured(module, "weight", amount=0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe = group_recipes(batch_size=16, eval_batch_size=32)[0]
+    probe_steps(model, recipe, SHAPE, 10, 2, torch.device("cpu"))
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_masked_group_that_keeps_its_weights_trains_as_its_solo_runs(data):
+    """An unstructured variant retrained by rewind or finetune: masks attached, reinit=False (the
+    job's arguments). Its group matches the solo runs, zeros kept."""
+    from tests.engine.fused_cases import assert_same_history, assert_same_weights, solo_run
+    from workers.engine.pruning import prune_unstructured
+    from workers.jobs.common import attach_masks
+
+    sparse = prune_unstructured(make(), amount=0.6, scope="global").model
+    state = sparse.state_dict()
+
+    def masked():
+        model = make()
+        model.load_state_dict(state)
+        return attach_masks(model)
+
+    recipes = group_recipes(seeds=(0, 0), lrs=(0.05, 0.1), wds=(5e-4, 1e-3))
+    models = [masked().to(FLOAT64) for _ in recipes]
+    results = train_group(models, data, recipes, dtype=FLOAT64, reinit=False)
+    for recipe, model, result in zip(recipes, models, results, strict=True):
+        solo_model, solo = solo_run(masked, data, recipe, reinit=False)
+        assert result.status == solo.status == "succeeded"
+        assert_same_history(result.history, solo.history)
+        assert_same_weights(model, solo_model)
+        zeros = sum(
+            int((m.weight_orig * m.weight_mask == 0).sum())
+            for m in model.modules()
+            if hasattr(m, "weight_mask")
+        )
+        assert zeros >= sum(
+            int((v == 0).sum()) for k, v in state.items() if k.endswith("weight") and v.dim() > 1
+        )

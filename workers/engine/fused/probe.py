@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from workers.engine.fused.model import FusedModel, stack_inputs
-from workers.engine.fused.rules import FusedDropout
+from workers.engine.fused.rules import FusedDropout, masked_weights_as_leaves
 from workers.engine.fused.sgd import FusedSGD
 from workers.engine.fused.step import FusedTrainStep
 from workers.engine.training import Recipe
@@ -48,22 +48,19 @@ def group_size_for_memory(
     return max(1, min(cap, fits))
 
 
-def probe_peak_bytes(
+def probe_steps(
     model: nn.Module,
     recipe: Recipe,
     input_shape: tuple[int, int, int],
     num_classes: int,
     size: int,
     device: torch.device,
-) -> int:
-    """Peak CUDA bytes `PROBE_STEPS` fused training steps of `size` copies of `model` (distinct
-    batches: the larger case of the fused step) and one evaluation batch allocate."""
+) -> None:
+    """`PROBE_STEPS` fused training steps of `size` copies of `model` (distinct batches: the
+    larger case of the fused step), then one evaluation batch; everything is freed afterwards."""
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    models = [copy.deepcopy(model).to(device, memory_format=memory_format) for _ in range(size)]
+    source = masked_weights_as_leaves(model)  # deepcopy-able also when masked and not re-initialised
+    models = [copy.deepcopy(source).to(device, memory_format=memory_format) for _ in range(size)]
     fused = FusedModel(models, device=device, memory_format=memory_format)
     optimizer = FusedSGD(
         fused.trainable(),
@@ -80,15 +77,33 @@ def probe_peak_bytes(
         y = torch.randint(0, num_classes, (size, recipe.batch_size), device=device)
         for _ in range(PROBE_STEPS):
             step(x, y)
+        del batches, x, y
         with torch.no_grad():
             fused.eval()
-            fused.logits(torch.randn(recipe.eval_batch_size, *input_shape, device=device).contiguous(
-                memory_format=memory_format))  # fmt: skip
+            x_eval = torch.randn(recipe.eval_batch_size, *input_shape, device=device)
+            fused.logits(x_eval.contiguous(memory_format=memory_format))
+    finally:
+        step.close()
+
+
+def probe_peak_bytes(
+    model: nn.Module,
+    recipe: Recipe,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    size: int,
+    device: torch.device,
+) -> int:
+    """Peak CUDA bytes `probe_steps` allocates for a group of `size`."""
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    try:
+        probe_steps(model, recipe, input_shape, num_classes, size, device)
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
     finally:
-        step.close()
-        del step, optimizer, fused, models
         torch.cuda.empty_cache()
 
 
@@ -108,5 +123,6 @@ def auto_group_size(
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return 1  # two do not fit: train alone
+    torch.cuda.empty_cache()  # what the probe held is free again
     free, _ = torch.cuda.mem_get_info(device)
     return group_size_for_memory(one, two, free)
