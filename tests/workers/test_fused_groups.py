@@ -186,39 +186,74 @@ def test_racing_group_claims_never_take_the_same_run(db):
 
 
 # --- training grouped ---------------------------------------------------------------------------------
+KINDS_SPEC = {
+    **GRID_SPEC,
+    "name": "grouped grid, every trainable kind",
+    "variants": [
+        {"name": "base", "kind": "base"},
+        {"name": "sp", "kind": "unstructured", "amount": 0.7, "scope": "global", "retrain": "rewind",
+         "rewind_epoch": 1},
+        {"name": "ft", "kind": "structured", "flops_ratio": 0.6, "retrain": "finetune", "finetune_epochs": 2},
+    ],
+}  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_study_trained_in_groups_of_three_equals_it_trained_solo(tmp_path):
-    """CPU, float32, NHWC: digits_cnn fused is bit-identical to its solo runs (issue 15), so every
-    epoch row of every run is equal, not just close."""
+    """The same study through execute() on SQLite, solo and in groups of 3 (CPU, float32, NHWC,
+    one torch thread as the test suite runs). The base and the masked variant train bit for bit
+    as their solo runs (issue 15: digits_cnn fused is exact there). The finetuned structured
+    variant's thinner layers get other oneDNN kernels for the grouped convolutions than for the
+    plain ones, so it agrees to float32 rounding: ~1e-8 relative at most grid points, but the
+    high-lr, low-wd corner amplifies rounding (its solo run moves 25 % in epoch-1 validation loss
+    between float32 and float64, and ~2e-4 between one and two threads; fused and solo agree to
+    1e-15 there in float64), so that point is bounded loosely and the others tightly."""
+    import torch
+
     from backend.db.migrate import upgrade
 
+    assert torch.get_num_threads() == 1  # tests/conftest.py: what makes the exact half exact
     results = {}
     for size in (1, 3):
         settings = Settings(
             data_dir=tmp_path / f"g{size}", database_url=None, broker_url=None, fused_group_size=size
         )
         upgrade(settings)
-        make, study_id = _study(settings, GRID_SPEC)
+        make, study_id = _study(settings, KINDS_SPEC)
         outcomes = _drain(make, settings, study_id)
-        runs = _train_runs(make, study_id)
-        assert {r.status for r in runs} == {"succeeded"}, [(r.id, r.error) for r in runs]
-        results[size] = {
-            (r.grid_i, r.grid_j): (r.top1, r.top5, r.loss, r.epochs_done, _epochs(make, r.id)) for r in runs
-        }
-        groups = [r.result.get("group") for r in runs]
-        fused = [r.result["fast_path"]["fused"] for r in runs]
-        if size == 1:
-            assert groups == [None] * 9 and fused == [False] * 9
-        else:
-            ids = [r.id for r in runs]
-            assert groups == [{"run_ids": ids[k // 3 * 3 : k // 3 * 3 + 3], "size": 3} for k in range(9)]
-            assert fused == [True] * 9 and {r.result["fast_path"]["group_size"] for r in runs} == {3}
-            assert all(r.attempts == 1 for r in runs)  # claimed once each, as partners or leaders
-            grouped = [o for o in outcomes if o.group]
-            assert [len(o.group) for o in grouped] == [2, 2, 2]
-            assert sum(o.status == "skipped" for o in outcomes) == 6  # the partners' own turns
-    assert results[3] == results[1]
-    assert all(len(epochs) == 2 for *_, epochs in results[3].values())
+        results[size] = {}
+        for variant in ("base", "sp", "ft"):
+            runs = _train_runs(make, study_id, variant)
+            assert {r.status for r in runs} == {"succeeded"}, [(r.id, r.error) for r in runs]
+            results[size].update(
+                {(variant, r.grid_i, r.grid_j): (r.top1, r.epochs_done, _epochs(make, r.id)) for r in runs}
+            )
+            groups = [r.result.get("group") for r in runs]
+            fused = [r.result["fast_path"]["fused"] for r in runs]
+            if size == 1:
+                assert groups == [None] * 9 and fused == [False] * 9
+            else:
+                ids = [r.id for r in runs]
+                assert groups == [{"run_ids": ids[k // 3 * 3 : k // 3 * 3 + 3], "size": 3} for k in range(9)]
+                assert fused == [True] * 9 and {r.result["fast_path"]["group_size"] for r in runs} == {3}
+                assert all(r.attempts == 1 for r in runs)  # claimed once each, as partners or leaders
+        if size == 3:
+            assert [len(o.group) for o in outcomes if o.group] == [2] * 9
+    solo, grouped = results[1], results[3]
+    assert solo.keys() == grouped.keys()
+    finetuned = []
+    for key, (top1, epochs_done, epochs) in solo.items():
+        if key[0] in ("base", "sp"):
+            assert grouped[key] == solo[key], key
+            continue
+        assert grouped[key][1] == epochs_done and abs(grouped[key][0] - top1) <= 0.5, key  # <= 2 images
+        worst = 0.0
+        for ours, theirs in zip(grouped[key][2], epochs, strict=True):
+            assert ours[0] == theirs[0] and ours[-1] == theirs[-1]  # epoch, lr
+            worst = max(worst, *(abs(a - b) / abs(b) for a, b in zip(ours[1:-1], theirs[1:-1], strict=True)))
+        finetuned.append(worst)
+    finetuned.sort()
+    assert finetuned[len(finetuned) // 2] < 1e-5 and finetuned[-1] < 0.1, finetuned
 
 
 def _spy_on_epochs(monkeypatch, on_record):
