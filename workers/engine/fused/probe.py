@@ -6,7 +6,7 @@ group costs whatever its size; the group size is what fits in `SAFETY_MARGIN` of
 memory, capped at `AUTO_GROUP_CAP`. The probe uses random batches of the run's shape (memory does
 not depend on the values) and copies of the run's model (the run's own weights are untouched).
 
-On the CPU there is no memory to run out of first, only cores: `CPU_AUTO_GROUP_SIZE`.
+On the CPU the answer is one constant, `CPU_AUTO_GROUP_SIZE`, set from `bench/grid_throughput.py`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from workers.engine.training import Recipe
 # The largest group bench/grid_throughput.py measures (groups 1, 3, 9, 27): beyond it the figures
 # are not known, and one group's failure (a crash mid-epoch) would requeue that many runs.
 AUTO_GROUP_CAP = 27
-# CPU: off. `bench/grid_throughput.py --device cpu` (2-core EPYC, loaded: docs/performance.md,
-# "Fused grid training") found fused groups of 3 at about 1.4x solo images/s for digits_cnn on
-# CIFAR-shaped images but no gain for resnet20, and the embedded digits demo no faster: the
-# two cores are busy either way. The lead's quiet-machine figures may change this one constant.
+# CPU: off. On the loaded 2-core EPYC (docs/performance.md, "Fused grid training")
+# `bench/grid_throughput.py --device cpu` (512 images) put fused groups of 3 and 9 at 0.77-0.88x
+# solo images/s for digits_cnn and resnet20 on CIFAR-shaped images (oneDNN's grouped convolutions
+# are slower than its plain ones), while the overhead-bound embedded digits demo ran 1.7-2.1x
+# faster in groups of 5 and ~4x with its whole grid in one group. The lead's quiet-machine run
+# of the bench sets this one constant (a CPU group also costs RAM: ~3x one run's for 3 runs).
 CPU_AUTO_GROUP_SIZE = 1
 SAFETY_MARGIN = 0.7  # of the free memory: the CUDA graph's pool, the allocator's fragmentation
 PROBE_STEPS = 3  # the first step allocates the momentum buffers; the peak is reached by the third
