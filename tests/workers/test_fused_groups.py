@@ -325,6 +325,15 @@ def test_a_redelivered_message_of_a_grouped_run_does_nothing(sqlite_db, monkeypa
         "succeeded", 1, before.finished_at, before.top1,
     )  # fmt: skip
     assert [e[0] for e in _epochs(make, second)] == [1, 2]
+    # what the run page reads: the API's run detail names the group
+    from fastapi.testclient import TestClient
+
+    from backend.api import create_app
+
+    with TestClient(create_app(settings)) as client:
+        detail = client.get(f"/api/v1/runs/{second}").json()
+    assert detail["result"]["group"] == {"run_ids": [first, second, third], "size": 3}
+    assert detail["result"]["fast_path"]["fused"] is True
 
 
 def test_a_run_of_a_group_that_fails_to_store_fails_alone(sqlite_db, monkeypatch):
