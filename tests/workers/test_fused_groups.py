@@ -422,3 +422,30 @@ def test_a_run_resumes_in_a_group_from_the_checkpoint_its_solo_attempt_left(sqli
     assert (runs[second].attempts, runs[second].epochs_done) == (2, 2)
     assert _epochs(make, second)[0] == solo_epoch_one[0]  # resumed: epoch 1 is the solo attempt's
     assert runs[second].result["group"]["run_ids"] == [first, second, third]
+
+
+def test_a_foreign_or_unreadable_checkpoint_in_a_group_concerns_its_run_only(sqlite_db):
+    """Run 2's path holds another run's checkpoint: discarded, run 2 trains from scratch (as a solo
+    run does). Run 3's checkpoint is unreadable: run 3 fails naming it. Run 4 trains as if alone."""
+    from backend.artefact_layout import checkpoint_rel
+
+    solo = sqlite_db.model_copy(update={"fused_group_size": 1})
+    make, study_id = _study(solo, GRID_SPEC)
+    first, second, third, fourth = [r.id for r in _train_runs(make, study_id)[:4]]
+    assert execute(first, settings=solo).status == "succeeded"
+    root = solo.artifact_root
+    foreign = (root / checkpoint_rel(study_id, first)).read_bytes()
+    (root / checkpoint_rel(study_id, second)).parent.mkdir(parents=True, exist_ok=True)
+    (root / checkpoint_rel(study_id, second)).write_bytes(foreign)
+    (root / checkpoint_rel(study_id, third)).parent.mkdir(parents=True, exist_ok=True)
+    (root / checkpoint_rel(study_id, third)).write_bytes(b"not a checkpoint")
+
+    outcome = execute(second, settings=solo.model_copy(update={"fused_group_size": 3}))
+    assert [(o.run_id, o.status) for o in outcome.group] == [(third, "failed"), (fourth, "succeeded")]
+    runs = _runs(make, study_id)
+    assert runs[second].status == "succeeded" and "belongs to" in runs[second].result["discarded_checkpoint"]
+    assert [e[0] for e in _epochs(make, second)] == [1, 2]
+    assert runs[third].error.startswith("CheckpointError: checkpoint")
+    assert "cannot be read" in runs[third].error and checkpoint_rel(study_id, third) in runs[third].error
+    assert runs[fourth].result["group"] == {"run_ids": [second, fourth], "size": 2}
+    assert runs[second].result["group"] == {"run_ids": [second, fourth], "size": 2}
