@@ -7,7 +7,7 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,6 +33,7 @@ class AuthMode(StrEnum):
 
 AUTH_ALIASES = {"1": "writes", "true": "writes", "yes": "writes", "on": "writes",
                 "0": "off", "false": "off", "no": "off", "": "off"}  # fmt: skip
+MAX_FUSED_GROUP_SIZE = 64  # the most runs one worker trains fused at once (PRUNESCAPE_FUSED_GROUP_SIZE)
 # Host names every server answers to: what a browser on the machine itself sends.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -48,6 +49,23 @@ def parse_auth_mode(value: Any) -> AuthMode:
     if text not in ("off", "writes", "all"):
         raise ValueError(f"PRUNESCAPE_AUTH must be off, writes or all (1 means writes), not {value!r}")
     return AuthMode(text)
+
+
+def parse_group_size(value: Any) -> int | str:
+    """`auto` or a whole number of runs 1..MAX_FUSED_GROUP_SIZE (from an env var: text)."""
+    field = "PRUNESCAPE_FUSED_GROUP_SIZE"
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit() or len(text) > 3:
+            raise ValueError(
+                f"{field} must be auto or a whole number 1..{MAX_FUSED_GROUP_SIZE}, not {value!r}"
+            )
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FUSED_GROUP_SIZE:
+        raise ValueError(f"{field} must be auto or a whole number 1..{MAX_FUSED_GROUP_SIZE}, not {value!r}")
+    return value
 
 
 class Settings(BaseSettings):
@@ -83,6 +101,11 @@ class Settings(BaseSettings):
     # meets_spec: false. Upper bounds: the engine's (workers/engine/measure.py MAX_WARMUP, MAX_RUNS).
     latency_warmup: int = Field(10, ge=0, le=10_000, description="untimed runs before each latency figure")
     latency_runs: int = Field(50, ge=1, le=100_000, description="timed runs of each latency figure")
+    # Fused grid training (docs/spec.md section 8): how many train runs of one variant a worker claims
+    # together and trains as one fused model. `auto`: on CUDA from a memory probe of the run's model
+    # and batch (workers/engine/fused/probe.py), on CPU fused.probe.CPU_AUTO_GROUP_SIZE; 1 = off.
+    # A study opts out with recipe.fused = false.
+    fused_group_size: int | Literal["auto"] = "auto"
 
     # Where the mounted dashboard reaches the API (`prunescape serve` sets its own address); None =
     # the local address of the socket each request came in on. Never taken from a request header.
@@ -108,6 +131,11 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.split(os.pathsep) if part.strip()]
         return value
+
+    @field_validator("fused_group_size", mode="before")
+    @classmethod
+    def _group_size(cls, value: Any) -> int | str:
+        return parse_group_size(value)
 
     @field_validator("auth", mode="before")
     @classmethod

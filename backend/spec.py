@@ -149,12 +149,15 @@ class RecipeSpec(_Strict):
     amp: bool = False
     eval_batch_size: int = Field(1000, ge=1, le=65536)
     # Speed switches: they do not change the recipe's meaning (channels_last, compile,
-    # cpu_malloc_cache, cuda_graph) or are opt-in because they change numerics (amp). Each is recorded with the
-    # run; the engine reports which took effect on the run's device (workers/engine/training.py).
+    # cpu_malloc_cache, cuda_graph, fused) or are opt-in because they change numerics (amp). Each is recorded
+    # with the run; the engine reports which took effect on the run's device (workers/engine/training.py).
     channels_last: bool = True  # NHWC model and batches, CUDA and CPU (faster on both, measured)
     compile: bool = False
     cpu_malloc_cache: bool = True  # CPU runs: glibc keeps freed memory for the run (no page faults)
     cuda_graph: bool = True  # CUDA runs: each full-batch step replayed from one captured CUDA graph
+    # a worker may train runs of one variant together as one fused model (docs/spec.md section 8;
+    # its group size is the worker's PRUNESCAPE_FUSED_GROUP_SIZE); false: every run alone
+    fused: bool = True
 
     @field_validator("milestones")
     @classmethod

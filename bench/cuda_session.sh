@@ -49,7 +49,7 @@ PY
   amp) step variant-amp 100 $py bench/train_throughput.py --device cuda --models resnet56,mobilenetv2_cifar --only prunescape --trials 1 --amp ;;
   compile) step variant-compile 200 $py bench/train_throughput.py --device cuda --models resnet56 --only prunescape --trials 1 --compile ;;
   # fused grid training (issue 15): the solo fast path vs fused groups of 1, 3, 9, 27, NHWC and NCHW
-  fused-tests) step fused-cuda-tests 240 $py -m pytest -q -p no:cacheprovider tests/engine/test_fused_cuda.py ;;
+  fused-tests) step fused-cuda-tests 240 $py -m pytest -q -p no:cacheprovider tests/engine/test_fused_cuda.py tests/engine/test_fused_service_hooks.py ;;
   grid) step grid-fused 540 $py bench/grid_throughput.py --device cuda ;;
   grid56) step grid-fused-resnet56 300 $py bench/grid_throughput.py --device cuda --models resnet56 --images 25600 --groups 1,9,27 --layouts nhwc ;;
   plan) step concurrency-plan 120 $py -m workers.engine.concurrency --model resnet56 --device cuda --verbose ;;

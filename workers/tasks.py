@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ class Outcome:
     status: str  # what the run is now, or "skipped"
     detail: str = ""
     released: int = 0
+    group: list[Outcome] = field(default_factory=list)  # the other runs of its fused group, if any
 
 
 def _is_domain_error(exc: BaseException) -> bool:
@@ -68,7 +69,12 @@ def _is_domain_error(exc: BaseException) -> bool:
 
 def execute(run_id: int, *, settings: Settings | None = None, worker_name: str | None = None) -> Outcome:
     """Claim and run `run_id` to a final state. Raises RetryableError when an unexpected error
-    left attempts to spend (the run is `queued` again); never raises for domain errors."""
+    left attempts to spend (the run is `queued` again); never raises for domain errors.
+
+    A train run may take partners: when the worker's fused group size (settings.fused_group_size,
+    resolved by the train job) is above 1 and its study allows it (recipe.fused), more claimable
+    train runs of its study and variant are claimed with it and trained as one fused group
+    (`_execute_group`); each is stored as its solo run would be."""
     settings = settings or get_settings()
     db = partial(retry_while_unreachable, session_factory(settings), within_s=settings.reconcile_after_s)
     worker = lifecycle.worker_identity(worker_name)
@@ -91,7 +97,10 @@ def execute(run_id: int, *, settings: Settings | None = None, worker_name: str |
         _fail(db, run_id, worker, traceback.format_exc(), settings)
         return Outcome(run_id, "failed", "could not read its inputs")
 
-    beat = _Heartbeat(session_factory(settings), run_id, worker, settings.heartbeat_s)
+    partners = _claim_partners(db, inp, worker, settings)
+    if partners:
+        return _execute_group(db, inp, {run_id: claim.attempts, **partners}, worker, settings)
+    beat = _Heartbeat(session_factory(settings), [run_id], worker, settings.heartbeat_s)
     beat.start()
     try:
         result = None if _cancel_requested(db, run_id) else _run_job(inp, db, run_id, beat)
@@ -100,41 +109,162 @@ def execute(run_id: int, *, settings: Settings | None = None, worker_name: str |
     except Exception as exc:  # noqa: BLE001 - sorted into domain / retryable below
         beat.stop()
         text = _error_text(exc, settings)
-        if _is_domain_error(exc):
-            _fail(db, run_id, worker, f"{type(exc).__name__}: {exc}", settings)
-            return Outcome(run_id, "failed", str(exc))
-        if claim.attempts >= settings.max_attempts:
-            _fail(db, run_id, worker, text, settings)
-            return Outcome(run_id, "failed", f"attempts exhausted: {exc}")
-        if _cancel_requested(db, run_id):  # cancelled (or its study deleted) meanwhile: no retry
-            db(lambda s: _end_cancelled(s, run_id, worker, settings), what=f"cancelling run {run_id}")
-            return Outcome(run_id, "cancelled", f"cancelled after an error: {exc}")
-        db(lambda s: lifecycle.requeue_after_error(s, run_id, worker, text), what=f"requeueing run {run_id}")
-        raise RetryableError(run_id, text) from exc
+        outcome = _after_error(db, run_id, worker, claim.attempts, exc, text, settings)
+        if outcome is None:
+            raise RetryableError(run_id, text) from exc
+        return outcome
     finally:
         beat.stop()
+    return db(lambda s: _finish(s, inp, worker, result, settings), what=f"storing the result of run {run_id}")
 
-    def finish(session: Session) -> Outcome:
-        if result is None:
-            released = lifecycle.finish_run(session, run_id, worker, status="cancelled")
+
+def _finish(session: Session, inp: Any, worker: str, result: Any, settings: Settings) -> Outcome:
+    """Store a run's JobResult (None: it was cancelled before it trained), release its dependents."""
+    run_id = inp.run_id
+    if result is None:
+        released = lifecycle.finish_run(session, run_id, worker, status="cancelled")
+    else:
+        released = store_result(session, inp, worker, result)
+    if released is None:
+        log.warning("run %s: %s no longer holds it; result dropped", run_id, worker)
+        return Outcome(run_id, "skipped", "lost the claim while running")
+    _dispatch(session, run_id, settings)
+    status = session.scalar(sa.select(Run.status).where(Run.id == run_id))
+    session.commit()
+    # No row: its study was being deleted, and this run was the last one it waited for.
+    return Outcome(run_id, status or "purged with its study", released=len(released))
+
+
+def _after_error(
+    db: Any, run_id: int, worker: str, attempts: int, exc: BaseException, text: str, settings: Settings
+) -> Outcome | None:
+    """Settle a held run whose job raised `exc`: a domain error fails it with its message, an
+    unexpected one fails it once its attempts are spent, ends it cancelled when it was asked to
+    stop, else gives it back `queued` (None: the caller has it retried)."""
+    if _is_domain_error(exc):
+        _fail(db, run_id, worker, f"{type(exc).__name__}: {exc}", settings)
+        return Outcome(run_id, "failed", str(exc))
+    if attempts >= settings.max_attempts:
+        _fail(db, run_id, worker, text, settings)
+        return Outcome(run_id, "failed", f"attempts exhausted: {exc}")
+    if _cancel_requested(db, run_id):  # cancelled (or its study deleted) meanwhile: no retry
+        db(lambda s: _end_cancelled(s, run_id, worker, settings), what=f"cancelling run {run_id}")
+        return Outcome(run_id, "cancelled", f"cancelled after an error: {exc}")
+    db(lambda s: lifecycle.requeue_after_error(s, run_id, worker, text), what=f"requeueing run {run_id}")
+    return None
+
+
+# --- fused groups (docs/spec.md section 8) ----------------------------------------------------------
+def _claim_partners(db: Any, inp: Any, worker: str, settings: Settings) -> dict[int, int]:
+    """The train runs claimed to train fused with `inp` (run id -> attempts); none when the group
+    size for it is 1."""
+    if inp.kind != "train":
+        return {}
+    from backend.settings import parse_group_size
+    from workers.jobs.train import group_size_for
+
+    try:
+        size = group_size_for(inp, parse_group_size(settings.fused_group_size))
+    except Exception as exc:  # noqa: BLE001 - the solo path meets and reports whatever this was
+        log.warning("run %s: no fused group (%s: %s)", inp.run_id, type(exc).__name__, exc)
+        return {}
+    if size <= 1:
+        return {}
+    return db(
+        lambda s: lifecycle.claim_group_partners(
+            s, inp.run_id, worker, limit=size - 1, max_attempts=settings.max_attempts
+        ),
+        what=f"claiming partners of run {inp.run_id}",
+    )
+
+
+def _execute_group(
+    db: Any, leader: Any, attempts: dict[int, int], worker: str, settings: Settings
+) -> Outcome:
+    """Train the held runs `attempts` (the leader's and its partners' ids -> attempts) as one fused
+    group. Each run is settled on its own as soon as it leaves the group: stored like a solo run
+    (its dependents released), or failed / requeued by its own error. An error of the group's
+    training settles every run not settled yet. Returns the leader's Outcome (`group`: the others')."""
+    from workers.jobs.train import run_train_group
+
+    leader_id = leader.run_id
+    outcomes: dict[int, Outcome] = {}
+    errors: dict[int, str] = {}  # the runs given back to the queue, with their errors
+    inputs = {leader_id: leader}
+    for run_id in sorted(attempts):
+        if run_id == leader_id:
+            continue
+        try:
+            inputs[run_id] = db(lambda s, r=run_id: load_input(s, r, settings), what=f"reading run {run_id}")
+        except UNREACHABLE_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - it fails alone
+            _fail(db, run_id, worker, traceback.format_exc(), settings)
+            outcomes[run_id] = Outcome(run_id, "failed", "could not read its inputs")
+    for run_id in sorted(inputs):
+        if _cancel_requested(db, run_id):  # asked to stop before it started: as a solo run ends
+            inp = inputs.pop(run_id)
+            outcomes[run_id] = db(
+                lambda s, i=inp: _finish(s, i, worker, None, settings), what=f"cancelling run {run_id}"
+            )
+    log.info("runs %s: training fused as one group", sorted(inputs))
+
+    beat = _Heartbeat(session_factory(settings), sorted(inputs), worker, settings.heartbeat_s)
+
+    def settle(run_id: int, result: Any) -> None:
+        beat.release(run_id)
+        if isinstance(result, Exception):
+            text = _error_text(result, settings)
+            outcome = _after_error(db, run_id, worker, attempts[run_id], result, text, settings)
+            if outcome is None:
+                errors[run_id] = text
+                outcome = Outcome(run_id, "queued", f"given back after an error: {result}")
         else:
-            released = store_result(session, inp, worker, result)
-        if released is None:
-            log.warning("run %s: %s no longer holds it; result dropped", run_id, worker)
-            return Outcome(run_id, "skipped", "lost the claim while running")
-        _dispatch(session, run_id, settings)
-        status = session.scalar(sa.select(Run.status).where(Run.id == run_id))
-        session.commit()
-        # No row: its study was being deleted, and this run was the last one it waited for.
-        return Outcome(run_id, status or "purged with its study", released=len(released))
+            outcome = db(
+                lambda s: _finish(s, inputs[run_id], worker, result, settings),
+                what=f"storing the result of run {run_id}",
+            )
+        outcomes[run_id] = outcome
 
-    return db(finish, what=f"storing the result of run {run_id}")
+    hooks = {run_id: _job_hooks(db, run_id, beat) for run_id in inputs}
+    beat.start()
+    try:
+        if inputs:
+            run_train_group([inputs[r] for r in sorted(inputs)], hooks, on_result=settle)
+    except UNREACHABLE_ERRORS:
+        raise  # the database stayed away: the reconciler requeues every run still running
+    except Exception as exc:  # noqa: BLE001 - the group's error is each unsettled run's
+        beat.stop()
+        for run_id in sorted(set(inputs) - set(outcomes)):
+            settle(run_id, exc)
+    finally:
+        beat.stop()
+    _send_again(sorted(r for r in errors if r != leader_id), settings)
+    if leader_id in errors:
+        raise RetryableError(leader_id, errors[leader_id])
+    outcome = outcomes[leader_id]
+    outcome.group = [outcomes[r] for r in sorted(outcomes) if r != leader_id]
+    return outcome
+
+
+def _send_again(run_ids: list[int], settings: Settings) -> None:
+    """Partners given back to the queue after an error: their own messages may be spent already,
+    so each gets a new one (a duplicate does nothing); the reconciler re-sends any that fail."""
+    if not run_ids or not settings.broker_url:
+        return
+    from workers.dispatch import send_run
+
+    for run_id in run_ids:
+        try:
+            send_run(run_id, settings)
+        except Exception as exc:  # noqa: BLE001 - the reconciler re-sends queued runs without a message
+            log.warning("run %s: could not send it again (%s)", run_id, exc)
 
 
 def _error_text(exc: BaseException, settings: Settings) -> str:
     """The traceback of `exc`, headed by a line an operator can act on when it is a file error
     in the artefact directory (unwritable, full, a file where a directory should be)."""
-    text = traceback.format_exc()
+    text = "".join(traceback.format_exception(exc))
     path = getattr(exc, "filename", None)
     if (
         isinstance(exc, OSError)
@@ -163,15 +293,21 @@ def _fail(db: Any, run_id: int, worker: str, error: str, settings: Settings) -> 
 def _run_job(inp: Any, db: Any, run_id: int, beat: _Heartbeat) -> Any:
     from workers import jobs
 
+    return jobs.JOBS[inp.kind](inp, _job_hooks(db, run_id, beat))
+
+
+def _job_hooks(db: Any, run_id: int, beat: _Heartbeat) -> Any:
+    """A run's hooks: each epoch recorded as it ends; stop when cancelled or the claim was lost."""
+    from workers import jobs
+
     def on_epoch(metrics: Any) -> None:
         values = epoch_values(metrics)
         db(lambda s: lifecycle.record_epoch(s, run_id, metrics.epoch, values), what=f"recording run {run_id}")
 
     def should_stop() -> bool:
-        return beat.lost or _cancel_requested(db, run_id)
+        return beat.is_lost(run_id) or _cancel_requested(db, run_id)
 
-    hooks = jobs.JobHooks(on_epoch=on_epoch, should_stop=should_stop)
-    return jobs.JOBS[inp.kind](inp, hooks)
+    return jobs.JobHooks(on_epoch=on_epoch, should_stop=should_stop)
 
 
 def epoch_values(metrics: Any) -> dict[str, Any]:
@@ -191,15 +327,19 @@ def _cancel_requested(db: Any, run_id: int) -> bool:
 
 
 class _Heartbeat:
-    """Refreshes the run's heartbeat every `interval_s` while the job runs; `lost` turns true when
-    another claim took the run over (the job then stops at its next epoch)."""
+    """Refreshes the heartbeat of the runs a job holds (one, or a fused group) every `interval_s`
+    while it runs; `is_lost(run_id)` turns true when another claim took that run over (the job then
+    stops it at its next epoch). `release(run_id)`: the run has ended, stop beating it."""
 
-    def __init__(self, make_session: Any, run_id: int, worker: str, interval_s: float) -> None:
-        self._make_session, self._run_id, self._worker = make_session, run_id, worker
+    def __init__(self, make_session: Any, run_ids: list[int], worker: str, interval_s: float) -> None:
+        self._make_session, self._worker = make_session, worker
+        self._runs = list(run_ids)
+        self._lost: set[int] = set()
+        self._lock = threading.Lock()
         self._interval = max(0.2, float(interval_s))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-run-{run_id}", daemon=True)
-        self.lost = False
+        name = f"heartbeat-run-{run_ids[0]}" if run_ids else "heartbeat"
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -209,15 +349,31 @@ class _Heartbeat:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
+    def is_lost(self, run_id: int) -> bool:
+        with self._lock:
+            return run_id in self._lost
+
+    def release(self, run_id: int) -> None:
+        with self._lock:
+            if run_id in self._runs:
+                self._runs.remove(run_id)
+
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                with self._make_session() as session:
-                    if not lifecycle.heartbeat(session, self._run_id, self._worker):
-                        self.lost = True
-                        return
-            except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal; try again
-                log.warning("heartbeat of run %s failed: %s", self._run_id, exc)
+            with self._lock:
+                runs = list(self._runs)
+            for run_id in runs:
+                try:
+                    with self._make_session() as session:
+                        held = lifecycle.heartbeat(session, run_id, self._worker)
+                except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal; try again
+                    log.warning("heartbeat of run %s failed: %s", run_id, exc)
+                    continue
+                if not held:
+                    with self._lock:
+                        self._lost.add(run_id)
+                        if run_id in self._runs:
+                            self._runs.remove(run_id)
 
 
 def load_input(session: Session, run_id: int, settings: Settings) -> Any:
@@ -370,4 +526,7 @@ def execute_run(self: Any, run_id: int) -> str:
         countdown = RETRY_COUNTDOWN_S[min(retries, len(RETRY_COUNTDOWN_S) - 1)]
         log.warning("run %s: unexpected error, retrying in %ss", run_id, countdown)
         raise self.retry(exc=exc, countdown=countdown) from None
-    return f"run {outcome.run_id}: {outcome.status} {outcome.detail}".strip()
+    text = f"run {outcome.run_id}: {outcome.status} {outcome.detail}".strip()
+    if outcome.group:
+        text += "; fused group: " + ", ".join(f"{o.run_id} {o.status}" for o in outcome.group)
+    return text

@@ -162,7 +162,6 @@ class Compare(BaseModel):
     )
 
 
-
 class StudiesBest(BaseModel):
     value: float = Field(description="the highest seed-mean of the metric over the variant's grid")
     lr: float
@@ -267,5 +266,3 @@ class StudiesCompare(BaseModel):
     shared_colour_scale: StudiesColourScale | None = Field(
         description="the colour-scale rule over the observations of all chosen studies (one scale for all)"
     )
-
-

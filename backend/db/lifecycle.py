@@ -158,6 +158,77 @@ def _claimed(session: Session, run_id: int) -> Claim:
     return Claim(True, "running", attempts)
 
 
+def claim_group_partners(
+    session: Session, leader_id: int, worker: str, *, limit: int, max_attempts: int
+) -> dict[int, int]:
+    """Claim for `worker` up to `limit` more train runs to train fused with `leader_id` (which it
+    holds): same study, same variant, still claimable (pending / queued, not asked to stop, attempts
+    left), lowest ids first (grid order). Commits; returns {run id: attempts} of the partners held,
+    ascending (those `worker` already held count: a repeat after a lost reply completes the claim).
+
+    One conditional UPDATE per pass takes only rows that are still claimable when it runs, so two
+    workers racing for the same rows never both get one (Postgres re-checks the condition on rows
+    another transaction changed; SQLite serialises writers). Each partner counts an attempt, as a
+    claim does; its own message, delivered later, finds it running or finished and does nothing."""
+    leader = session.execute(
+        sa.select(Run.study_id, Run.variant_id, Run.kind, Run.status, Run.worker).where(Run.id == leader_id)
+    ).first()
+    session.commit()
+    if (
+        limit < 1
+        or leader is None
+        or leader.kind != "train"
+        or (leader.status, leader.worker) != ("running", worker)
+    ):
+        return {}
+    same_group = (
+        (Run.study_id == leader.study_id)
+        & (Run.variant_id == leader.variant_id)
+        & (Run.kind == "train")
+        & (Run.id != leader_id)
+    )
+    held = dict(
+        session.execute(
+            sa.select(Run.id, Run.attempts)
+            .where(same_group, Run.status == "running", Run.worker == worker)
+            .order_by(Run.id)
+            .limit(limit)
+        ).all()
+    )
+    session.commit()
+    claimable = (
+        same_group
+        & Run.status.in_(CLAIMABLE)
+        & (Run.attempts < max_attempts)
+        & Run.cancel_requested.is_not(True)
+    )
+    for _ in range(3):  # a pass can lose rows to another worker's claim; look for others twice more
+        wanted = limit - len(held)
+        if wanted <= 0:
+            break
+        candidates = list(session.scalars(sa.select(Run.id).where(claimable).order_by(Run.id).limit(wanted)))
+        if not candidates:
+            session.commit()
+            break
+        now = utcnow()
+        rows = session.execute(
+            sa.update(Run)
+            .where(Run.id.in_(candidates), claimable)
+            .values(
+                status="running",
+                worker=worker,
+                attempts=Run.attempts + 1,
+                started_at=sa.func.coalesce(Run.started_at, now),
+                heartbeat_at=now,
+            )
+            .returning(Run.id, Run.attempts)
+            .execution_options(synchronize_session=False)
+        )
+        held.update(rows.tuples().all())
+        session.commit()
+    return dict(sorted(held.items()))
+
+
 def heartbeat(session: Session, run_id: int, worker: str) -> bool:
     """Refresh the run's heartbeat; False when `worker` no longer holds the run. Commits."""
     held = session.execute(

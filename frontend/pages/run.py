@@ -156,6 +156,8 @@ def render(run: dict, variant: dict | None = None) -> tuple:
             f"{k}={v}" for k, v in fast.items() if isinstance(v, str)
         ]
         rows.append(_row("fast path in effect", html.Code(", ".join(on) or "none")))
+    if group := group_text(result):
+        rows.append(_row("fused group", group))
     error = run.get("error")
     details = [html.H3("Hyperparameters and status"), html.Table(html.Tbody(rows), className="plain")]
     if error:
@@ -248,6 +250,15 @@ def _waiting(run: dict, what: str) -> str:
     if run.get("status") in ENDED:
         return f"Nothing {what}: the run ended {run.get('status')}."
     return f"Waiting: {what} appears when the run has finished."
+
+
+def group_text(result: dict) -> str | None:
+    """The fused group a run was trained in (result.group, docs/spec.md section 8), in words."""
+    group = result.get("group")
+    ids = group.get("run_ids") if isinstance(group, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        return None
+    return f"trained fused with runs {', '.join(map(str, ids))} (group of {len(ids)})"
 
 
 def no_epochs_text(run: dict) -> str:

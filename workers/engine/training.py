@@ -89,10 +89,13 @@ class ForeignCheckpointError(CheckpointError):
 
 _INT_FIELDS = ("epochs", "batch_size", "seed", "eval_batch_size")
 _FLOAT_FIELDS = ("lr", "weight_decay", "momentum", "gamma")
-_BOOL_FIELDS = ("nesterov", "augment", "amp", "channels_last", "compile", "cpu_malloc_cache", "cuda_graph")
-# speed switches a checkpoint resumes across: the allocator cannot change a bit of the results, and
-# a CUDA graph replays the kernels the eager step launches (nothing at all on CPU)
-_RESUME_NEUTRAL = frozenset({"cpu_malloc_cache", "cuda_graph"})
+_BOOL_FIELDS = (
+    "nesterov", "augment", "amp", "channels_last", "compile", "cpu_malloc_cache", "cuda_graph", "fused",
+)  # fmt: skip
+# speed switches a checkpoint resumes across: the allocator cannot change a bit of the results, a
+# CUDA graph replays the kernels the eager step launches (nothing at all on CPU), and a fused group
+# writes and resumes each run's checkpoint in the solo format (fused/group.py)
+_RESUME_NEUTRAL = frozenset({"cpu_malloc_cache", "cuda_graph", "fused"})
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class Recipe:
     compile: bool = False  # torch.compile the training step's model; same maths, other kernels
     cpu_malloc_cache: bool = True  # CPU: glibc keeps freed memory for the run (no page-fault storms)
     cuda_graph: bool = True  # CUDA: each full-batch step replayed from one captured graph (train_step.py)
+    fused: bool = True  # the service may train this run in a fused group (fused/; train() ignores it)
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:

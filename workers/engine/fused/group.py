@@ -362,6 +362,7 @@ def train_group(
     channels_last: bool | None = None,
     snapshots: Sequence[tuple[int, PathLike] | None] | None = None,
     checkpoint_identities: Sequence[Mapping[str, Any] | None] | None = None,
+    on_leave: Callable[[int, TrainResult], None] | None = None,
 ) -> list[TrainResult]:
     """Train `models[i]` in place by `recipes[i]`, all fused (module docstring); one TrainResult
     per model, in order. `checkpoint_paths[i]` / `snapshots[i]` = (epoch, path) are the solo run's
@@ -370,7 +371,10 @@ def train_group(
     models and the batches (float64: for equivalence checks). `channels_last` overrides the
     recipe's switch for the fused step (grouped convs may prefer the other layout).
     `checkpoint_identities[i]` is run i's checkpoint identity, as `train(checkpoint_identity=)`:
-    a checkpoint of another identity raises ForeignCheckpointError instead of being resumed."""
+    a checkpoint of another identity raises ForeignCheckpointError instead of being resumed.
+    `on_leave(i, result)` is called once per model as soon as it has left the group (done,
+    diverged, cancelled; resumed finished: before returning) with the TrainResult returned for it,
+    its model in its final weights: a caller can store a run while the others train on."""
     models, recipes = list(models), list(recipes)
     if not models or len(models) != len(recipes):
         raise TrainingError(
@@ -432,30 +436,42 @@ def train_group(
 
     optimizer_impl = sgd_implementation(next(models[0].parameters()).dtype, device)
     progress = _Progress()
+    reported: set[int] = set()
+
+    def leave(done: Sequence[_Member]) -> None:
+        for m in done:
+            if m.index not in reported and on_leave is not None:
+                on_leave(m.index, _result(m, switches, progress, optimizer_impl, device))
+            reported.add(m.index)
+
     with cpu_malloc_cache(switches["cpu_malloc_cache"]) as malloc_cached:
         switches["cpu_malloc_cache"] = malloc_cached
         while active := [m for m in members if m.training]:
             _train_phase(active, data, device, switches, memory_format, on_epoch, should_stop, progress)
-    switches["cuda_graph"] = progress.graphed
+            leave([m for m in active if not m.training])
+    leave(members)  # those that resumed already finished
+    return [_result(m, switches, progress, optimizer_impl, device) for m in members]
+
+
+def _result(
+    m: _Member, switches: dict, progress: _Progress, optimizer_impl: str, device: torch.device
+) -> TrainResult:
+    """Member m's TrainResult as train() gives it, with the switches that took effect so far."""
+    m.model.to(memory_format=torch.contiguous_format)  # callers (pruning, export) get the usual layout
+    fast = {**switches, "cuda_graph": progress.graphed}
     if progress.capture_error:
-        switches["cuda_graph_error"] = progress.capture_error
-    results = []
-    for m in members:
-        m.model.to(memory_format=torch.contiguous_format)  # callers (pruning, export) get the usual layout
-        status: Status = "succeeded" if m.state == "running" else m.state  # type: ignore[assignment]
-        last = m.history[-1]
-        fast = {**switches, "optimizer": optimizer_impl, "fused": True, "group_size": m.group_size}
-        results.append(
-            TrainResult(
-                status,
-                len(m.history),
-                last.val_top1,
-                last.val_top5,
-                sum(e.seconds for e in m.history),
-                str(device),
-                m.history,
-                optimizer_impl,
-                fast,
-            )  # fmt: skip
-        )
-    return results
+        fast["cuda_graph_error"] = progress.capture_error
+    fast.update(optimizer=optimizer_impl, fused=True, group_size=m.group_size)
+    status: Status = "succeeded" if m.state == "running" else m.state  # type: ignore[assignment]
+    last = m.history[-1]
+    return TrainResult(
+        status,
+        len(m.history),
+        last.val_top1,
+        last.val_top5,
+        sum(e.seconds for e in m.history),
+        str(device),
+        m.history,
+        optimizer_impl,
+        fast,
+    )  # fmt: skip

@@ -254,6 +254,18 @@ def has_foreign_hooks(module: nn.Module) -> bool:
     return any(not type(h).__module__.startswith(_PRUNING_HOOK_PREFIX) for h in hooks)
 
 
+@torch.no_grad()
+def masked_weights_as_leaves(model: nn.Module) -> nn.Module:
+    """`model` with the visible `weight` of every masked module (`torch.nn.utils.prune`) set to
+    `weight_orig * weight_mask` outside autograd. The pruning hook leaves the product of its last
+    forward there, a non-leaf tensor that `copy.deepcopy` refuses (a masked model that was not
+    re-initialised: rewind or finetune retraining); the hook recomputes it at every forward."""
+    for module in model.modules():
+        if hasattr(module, "weight_mask") and hasattr(module, "weight_orig"):
+            module.weight = module.weight_orig * module.weight_mask
+    return model
+
+
 def template(model: nn.Module, generators: Sequence[torch.Generator]) -> nn.Module:
     """The module a fused forward runs under vmap (see the module docstring); its own tensors live
     on the meta device: every parameter and buffer is supplied by the fused model."""
@@ -264,7 +276,7 @@ def template(model: nn.Module, generators: Sequence[torch.Generator]) -> nn.Modu
             raise TrainingError(f"cannot fuse {type(model).__name__}: {type(module).__name__} at {name!r}")
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and type(module) is not nn.BatchNorm2d:
             raise TrainingError(f"cannot fuse {type(model).__name__}: {type(module).__name__} at {name!r}")
-    copied = make_permanent(copy.deepcopy(model)).to("meta")
+    copied = make_permanent(copy.deepcopy(masked_weights_as_leaves(model))).to("meta")
     _replace(copied, generators)
     for module in copied.modules():
         if getattr(module, "inplace", False) is True:
