@@ -89,19 +89,24 @@ def execute(run_id: int, *, settings: Settings | None = None, worker_name: str |
             db(lambda s: _dispatch(s, run_id, settings), what=f"dispatching after run {run_id}")
         log.info("run %s not claimed: %s", run_id, claim.reason)
         return Outcome(run_id, "skipped" if claim.status != "failed" else "failed", claim.reason)
+    # Beat from the claim on: what follows (reading the inputs, the first import of torch when
+    # the group size is decided) can take longer than a reconciler allows a silent run.
+    beat = _Heartbeat(session_factory(settings), [run_id], worker, settings.heartbeat_s)
+    beat.start()
     try:
         inp = db(lambda s: load_input(s, run_id, settings), what=f"reading run {run_id}")
     except UNREACHABLE_ERRORS:
+        beat.stop()
         raise  # still unreachable: the reconciler hands the run on
     except Exception:  # noqa: BLE001 - a run whose inputs cannot be read is a failed run
+        beat.stop()
         _fail(db, run_id, worker, traceback.format_exc(), settings)
         return Outcome(run_id, "failed", "could not read its inputs")
 
     partners = _claim_partners(db, inp, worker, settings)
     if partners:
-        return _execute_group(db, inp, {run_id: claim.attempts, **partners}, worker, settings)
-    beat = _Heartbeat(session_factory(settings), [run_id], worker, settings.heartbeat_s)
-    beat.start()
+        beat.hold(sorted(partners))  # claimed with a fresh heartbeat; beaten from now on
+        return _execute_group(db, inp, {run_id: claim.attempts, **partners}, worker, settings, beat)
     try:
         result = None if _cancel_requested(db, run_id) else _run_job(inp, db, run_id, beat)
     except UNREACHABLE_ERRORS:
@@ -179,12 +184,13 @@ def _claim_partners(db: Any, inp: Any, worker: str, settings: Settings) -> dict[
 
 
 def _execute_group(
-    db: Any, leader: Any, attempts: dict[int, int], worker: str, settings: Settings
+    db: Any, leader: Any, attempts: dict[int, int], worker: str, settings: Settings, beat: _Heartbeat
 ) -> Outcome:
     """Train the held runs `attempts` (the leader's and its partners' ids -> attempts) as one fused
     group. Each run is settled on its own as soon as it leaves the group: stored like a solo run
     (its dependents released), or failed / requeued by its own error. An error of the group's
-    training settles every run not settled yet. Returns the leader's Outcome (`group`: the others')."""
+    training settles every run not settled yet. `beat` beats every held run and is stopped here.
+    Returns the leader's Outcome (`group`: the others')."""
     from workers.jobs.train import run_train_group
 
     leader_id = leader.run_id
@@ -199,17 +205,17 @@ def _execute_group(
         except UNREACHABLE_ERRORS:
             raise
         except Exception:  # noqa: BLE001 - it fails alone
+            beat.release(run_id)
             _fail(db, run_id, worker, traceback.format_exc(), settings)
             outcomes[run_id] = Outcome(run_id, "failed", "could not read its inputs")
     for run_id in sorted(inputs):
         if _cancel_requested(db, run_id):  # asked to stop before it started: as a solo run ends
             inp = inputs.pop(run_id)
+            beat.release(run_id)
             outcomes[run_id] = db(
                 lambda s, i=inp: _finish(s, i, worker, None, settings), what=f"cancelling run {run_id}"
             )
     log.info("runs %s: training fused as one group", sorted(inputs))
-
-    beat = _Heartbeat(session_factory(settings), sorted(inputs), worker, settings.heartbeat_s)
 
     def settle(run_id: int, result: Any) -> None:
         beat.release(run_id)
@@ -227,7 +233,6 @@ def _execute_group(
         outcomes[run_id] = outcome
 
     hooks = {run_id: _job_hooks(db, run_id, beat) for run_id in inputs}
-    beat.start()
     try:
         if inputs:
             run_train_group([inputs[r] for r in sorted(inputs)], hooks, on_result=settle)
@@ -357,6 +362,11 @@ class _Heartbeat:
         with self._lock:
             if run_id in self._runs:
                 self._runs.remove(run_id)
+
+    def hold(self, run_ids: list[int]) -> None:
+        """Beat these runs too (partners claimed into the group after the leader)."""
+        with self._lock:
+            self._runs.extend(r for r in run_ids if r not in self._runs)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
