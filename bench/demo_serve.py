@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         command.append("--demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRUNESCAPE_")}
     env["PYTHONPATH"] = str(ROOT)
+    # the one setting kept: the worker's fused group size, to time the demo solo and fused
+    if os.environ.get("PRUNESCAPE_FUSED_GROUP_SIZE"):
+        env["PRUNESCAPE_FUSED_GROUP_SIZE"] = os.environ["PRUNESCAPE_FUSED_GROUP_SIZE"]
+        print(f"worker fused group size: {env['PRUNESCAPE_FUSED_GROUP_SIZE']}", flush=True)
     log_path = data_dir / "serve.log"
     t0 = time.monotonic()
     with open(log_path, "wb") as log:
