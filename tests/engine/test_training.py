@@ -298,3 +298,35 @@ def test_snapshot_arguments_are_checked(digits, tmp_path):
             snapshot_epoch=3,
             snapshot_path=tmp_path / "s",
         )
+
+
+def test_a_checkpoint_resumes_only_into_the_run_that_wrote_it(digits, tmp_path):
+    """Issue 13: a deleted run's checkpoint was resumed by the next study's run that got the same
+    path. A checkpoint carries its run's identity; another identity is refused, not resumed."""
+    from workers.engine.training import ForeignCheckpointError
+
+    recipe = small_recipe(epochs=3)
+    ckpt = tmp_path / "run_7" / "checkpoint.pt"
+    mine = {"study_id": 1, "run_id": 7, "variant": "base", "dataset": {"name": "digits"}}
+    done: list[EpochMetrics] = []
+    train(
+        fresh_model(),
+        digits,
+        recipe,
+        device="cpu",
+        checkpoint_path=ckpt,
+        checkpoint_identity=mine,
+        on_epoch=done.append,
+        should_stop=lambda: len(done) >= 1,
+    )
+    for other in ({**mine, "study_id": 2}, {**mine, "run_id": 8}, {**mine, "dataset": {"name": "cifar10"}}):
+        with pytest.raises(ForeignCheckpointError, match="not resumed"):
+            train(
+                fresh_model(), digits, recipe, device="cpu", checkpoint_path=ckpt, checkpoint_identity=other
+            )
+    resumed: list[EpochMetrics] = []
+    result = train(
+        fresh_model(), digits, recipe, device="cpu", checkpoint_path=ckpt, checkpoint_identity=mine,
+        on_epoch=resumed.append,
+    )  # fmt: skip
+    assert result.status == "succeeded" and [m.epoch for m in resumed] == [2, 3]  # its own: resumed

@@ -74,3 +74,35 @@ def test_a_worker_caps_the_data_it_loads_from_its_settings(tmp_path):
         common.get_data(_run_input(capped, spec))
     enough = sqlite_settings(tmp_path / "b", max_dataset_bytes=10 * 3 * 8 * 8)
     assert common.get_data(_run_input(enough, spec)).n_train == 8
+
+
+def test_a_foreign_checkpoint_at_a_runs_path_is_discarded_and_the_run_trains_from_scratch(tmp_path):
+    """The train job finds a checkpoint written by another run at its path (a study deleted while
+    its run still wrote, before ids were never reused): it does not resume from it; it discards it
+    and trains its own run from epoch 1, and says so in the run's result."""
+    from backend.artefact_layout import checkpoint_rel
+    from workers.engine.models import build_model
+    from workers.engine.training import Recipe, train
+    from workers.jobs.inputs import JobHooks
+    from workers.jobs.train import run_train
+
+    settings = sqlite_settings(tmp_path / "data")
+    inp = _run_input(settings, {"name": "digits"})
+    path = inp.artifact_root / checkpoint_rel(inp.study_id, inp.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stale = {
+        "study_id": inp.study_id,
+        "run_id": inp.run_id + 1000,
+        "variant": "base",
+        "dataset": {"name": "digits"},
+    }
+    recipe = Recipe(epochs=2, batch_size=64, lr=inp.lr, weight_decay=inp.wd)
+    train(build_model("digits_cnn", num_classes=10), common.get_data(inp), recipe, checkpoint_path=path,
+          checkpoint_identity=stale, device="cpu")  # fmt: skip
+    epochs: list[int] = []
+    result = run_train(
+        inp,
+        JobHooks(on_epoch=lambda m: epochs.append(m.epoch)),
+    )
+    assert result.status == "succeeded" and epochs == [1, 2]  # the TINY_SPEC recipe: 2 epochs from scratch
+    assert "not resumed" in result.result["discarded_checkpoint"]
