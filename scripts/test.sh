@@ -14,4 +14,6 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports  # the layers of docs/architecture.md (contracts in pyproject.toml)
-exec .venv/bin/pytest "$@"
+# Two processes (the machine's cores), each test file whole in one of them (module fixtures are
+# built once); PRUNESCAPE_TEST_PROCESSES=0 runs everything in this one.
+exec .venv/bin/pytest -n "${PRUNESCAPE_TEST_PROCESSES:-2}" --dist loadfile "$@"

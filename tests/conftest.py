@@ -9,7 +9,12 @@ import pytest
 POSTGRES_URL = os.environ.get(
     "PRUNESCAPE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("PRUNESCAPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# scripts/test.sh runs the suite in two pytest-xdist processes (gw0, gw1): each gets its own Redis
+# database (15, 14, ...) so that one's queues and keys never meet the other's. Postgres tests
+# already work in a schema of their own per session (tests/backend/conftest.py).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_WORKER_INDEX = int(_WORKER[2:]) if _WORKER[2:].isdigit() else 0
+REDIS_URL = os.environ.get("PRUNESCAPE_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - _WORKER_INDEX % 15}")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
