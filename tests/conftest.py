@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Schemathesis gives every API operation of one test the test's node id (its name alone says
     `[POST /api/v1/studies]`); pytest-xdist runs and reports items by node id, so under
     `--dist loadfile` it ran one operation of 22 (schemathesis renames `_nodeid`, which pytest 9
-    no longer reads). Each item gets its name as its id."""
+    no longer reads). Each item gets its name as its id. Then the files with slow tests go first."""
     for item in items:
         head, _, last = item.nodeid.rpartition("::")
         if head and item.name != last and item.name.startswith(last + "["):
@@ -75,3 +75,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item._id = type(item._id).parse(nodeid)
             else:
                 item._nodeid = nodeid
+    # Files that hold a `slow` test start first, so that the two xdist processes end together
+    # instead of one running the demo's 2-minute study alone at the end (order within a file kept).
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
