@@ -61,20 +61,12 @@ def _few_torch_threads():
     torch.set_num_threads(1)
 
 
-# Each over a minute on the 2-core machine (`--durations`): started first under xdist.
-LONGEST_FILES = (
-    "tests/workers/test_demo_landscape.py",
-    "tests/test_serve_e2e.py",
-    "tests/reliability/test_fuzz.py",
-)
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Schemathesis gives every API operation of one test the test's node id (its name alone says
     `[POST /api/v1/studies]`); pytest-xdist runs and reports items by node id, so under
     `--dist loadfile` it ran one operation of 22 (schemathesis renames `_nodeid`, which pytest 9
-    no longer reads). Each item gets its name as its id. Then the files with slow tests go first."""
+    no longer reads). Each item gets its name as its id."""
     for item in items:
         head, _, last = item.nodeid.rpartition("::")
         if head and item.name != last and item.name.startswith(last + "["):
@@ -83,15 +75,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item._id = type(item._id).parse(nodeid)
             else:
                 item._nodeid = nodeid
-    # The longest files first, then the other files that hold a `slow` test, so that the two xdist
-    # processes end together instead of one running the demo's 2-3 minute study alone at the end
-    # (order within a file kept).
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-
-    def start(item: pytest.Item) -> int:
-        relative = item.path.relative_to(item.config.rootpath).as_posix()
-        if relative in LONGEST_FILES:
-            return LONGEST_FILES.index(relative)
-        return len(LONGEST_FILES) + (item.path not in slow_files)
-
-    items.sort(key=start)
